@@ -1,0 +1,4 @@
+"""Lightning callbacks."""
+from facefd.callbacks.export import ExportExtractor
+
+__all__ = ["ExportExtractor"]

@@ -1,0 +1,1 @@
+"""Models: DINO training, exported feature extractors, attribute probes."""

@@ -1,0 +1,97 @@
+"""DINO cross-entropy with teacher centering and sharpening (reference ``main_dino.DINOLoss``)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+def teacher_temperature_schedule(
+    warmup_teacher_temp: float, teacher_temp: float, warmup_teacher_temp_epochs: int, nepochs: int
+) -> np.ndarray:
+    """Linear warm-up of the teacher temperature over epochs, then constant."""
+    warmup = np.linspace(warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs)
+    return np.concatenate((warmup, np.ones(max(nepochs - warmup_teacher_temp_epochs, 0)) * teacher_temp))
+
+
+class DINOLoss(nn.Module):
+    """Loss between ``ncrops`` student views and the 2 global teacher views.
+
+    ``forward`` follows the reference exactly: the loss is the mean over all (teacher view,
+    student view) pairs with different views of ``sum(-q * log_softmax(s / student_temp))``.
+
+    The center is a registered buffer (so it is checkpointed). By default it is updated at every
+    ``forward`` like the reference; with ``defer_center_update=True`` the teacher batch sums are
+    accumulated and applied once by :meth:`apply_center_update` -- the Lightning module does this
+    after each optimizer step, so gradient accumulation does not update the center per micro-batch.
+    """
+
+    center: torch.Tensor
+
+    def __init__(
+        self,
+        out_dim: int,
+        ncrops: int,
+        warmup_teacher_temp: float,
+        teacher_temp: float,
+        warmup_teacher_temp_epochs: int,
+        nepochs: int,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+        defer_center_update: bool = False,
+    ) -> None:
+        super().__init__()
+        self.ncrops = ncrops
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.defer_center_update = defer_center_update
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.register_buffer("_pending_sum", torch.zeros(1, out_dim), persistent=False)
+        self.register_buffer("_pending_count", torch.zeros(()), persistent=False)
+        self.teacher_temp_schedule = teacher_temperature_schedule(
+            warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs, nepochs
+        )
+
+    def teacher_temp(self, epoch: int) -> float:
+        return float(self.teacher_temp_schedule[min(epoch, len(self.teacher_temp_schedule) - 1)])
+
+    def forward(self, student_output: torch.Tensor, teacher_output: torch.Tensor, epoch: int) -> torch.Tensor:
+        student_out = (student_output.float() / self.student_temp).chunk(self.ncrops)
+        temp = self.teacher_temp(epoch)
+        teacher_out = F.softmax((teacher_output.float() - self.center) / temp, dim=-1).detach().chunk(2)
+
+        total_loss = student_output.new_zeros((), dtype=torch.float32)
+        n_loss_terms = 0
+        for iq, q in enumerate(teacher_out):
+            for v, s in enumerate(student_out):
+                if v == iq:
+                    continue  # never compare a view with itself
+                total_loss = total_loss + torch.sum(-q * F.log_softmax(s, dim=-1), dim=-1).mean()
+                n_loss_terms += 1
+        total_loss = total_loss / n_loss_terms
+
+        self._accumulate_center(teacher_output)
+        if not self.defer_center_update:
+            self.apply_center_update()
+        return total_loss
+
+    @torch.no_grad()
+    def _accumulate_center(self, teacher_output: torch.Tensor) -> None:
+        self._pending_sum += teacher_output.detach().float().sum(dim=0, keepdim=True)
+        self._pending_count += teacher_output.shape[0]
+
+    @torch.no_grad()
+    def apply_center_update(self) -> None:
+        """EMA of the (all-process) mean teacher output; a no-op when nothing is pending."""
+        batch_sum, count = self._pending_sum.clone(), self._pending_count.clone()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(batch_sum)
+            dist.all_reduce(count)
+        if count.item() == 0:
+            return
+        batch_center = batch_sum / count
+        self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
+        self._pending_sum.zero_()
+        self._pending_count.zero_()

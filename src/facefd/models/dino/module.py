@@ -1,0 +1,239 @@
+"""DINO student-teacher training as a ``LightningModule``, following the reference ``main_dino.py``.
+
+Every optimiser-side detail of the reference is kept: per-iteration LR / weight-decay / teacher
+momentum schedules, no decay on biases and norms, per-parameter gradient clipping, the last layer
+frozen during the first epoch(s), and the EMA teacher update after each optimizer step.
+Lightning still owns devices, precision, accumulation, DDP and checkpointing.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+
+from facefd.models.backbone import BackboneFactory, feature_width
+from facefd.models.dino.head import DINOHead
+from facefd.models.dino.loss import DINOLoss, teacher_temperature_schedule
+from facefd.models.dino.schedules import cosine_schedule
+from facefd.models.optim import clip_gradients_per_parameter, regularization_groups
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the DINO loss becomes NaN/inf (typically fp16 overflow)."""
+
+
+class DINOModule(pl.LightningModule):
+    """Self-distillation with no labels.
+
+    Args:
+        backbone: factory returning a fresh backbone mapping images to ``[N, D]`` features
+            (``timm.create_model`` partial with ``num_classes=0`` in the configs).
+        optimizer: partial of a torch optimizer; its ``lr`` is the base LR for a total batch of 256
+            and its ``weight_decay`` the start of the weight-decay schedule.
+        head: keyword arguments of :class:`DINOHead` (``out_dim``, ``use_bn``, ...).
+        local_crops_number: local crops per image (the student sees ``2 + local_crops_number``).
+        batch_size: per-device batch size, used for the linear LR scaling rule.
+        student_drop_path_rate: stochastic depth of the student only (reference: 0.1 for ViTs).
+        input_size: global crop size, recorded as the exported extractor's input size.
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneFactory,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        head: Optional[dict[str, Any]] = None,
+        local_crops_number: int = 8,
+        batch_size: int = 64,
+        min_lr: float = 1e-6,
+        warmup_epochs: int = 10,
+        weight_decay_end: float = 0.4,
+        momentum_teacher: float = 0.996,
+        warmup_teacher_temp: float = 0.04,
+        teacher_temp: float = 0.04,
+        warmup_teacher_temp_epochs: int = 0,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+        clip_grad: float = 3.0,
+        freeze_last_layer: int = 1,
+        student_drop_path_rate: float = 0.0,
+        collapse_tolerance: float = 0.01,
+        collapse_patience_epochs: int = 3,
+        input_size: int = 224,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        head_kwargs = dict(head or {})
+        student_backbone = backbone(drop_path_rate=student_drop_path_rate) if student_drop_path_rate else backbone()
+        self.embed_dim = feature_width(student_backbone)
+        self.student = nn.ModuleDict(
+            {"backbone": student_backbone, "head": DINOHead(self.embed_dim, **head_kwargs)}
+        )
+        # A separately built teacher, loaded from the student: never a reference or deep copy of it.
+        self.teacher = nn.ModuleDict({"backbone": backbone(), "head": DINOHead(self.embed_dim, **head_kwargs)})
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher.requires_grad_(False)
+        self.out_dim = self.student["head"].last_layer.out_features
+        self.criterion = DINOLoss(
+            out_dim=self.out_dim,
+            ncrops=2 + local_crops_number,
+            warmup_teacher_temp=warmup_teacher_temp,
+            teacher_temp=teacher_temp,
+            warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
+            nepochs=max(warmup_teacher_temp_epochs, 1),  # re-made for trainer.max_epochs at fit start
+            student_temp=student_temp,
+            center_momentum=center_momentum,
+            defer_center_update=True,
+        )
+        self.lr_schedule = self.wd_schedule = self.momentum_schedule = np.zeros(0)
+        self._epoch_loss_sum = 0.0
+        self._epoch_loss_count = 0
+        self._collapsed_epochs = 0
+        self._base_seed = 0
+        self._last_schedule_values: dict[str, float] = {}
+
+    # ----------------------------------------------------------------------------- forward
+    @staticmethod
+    def multicrop_forward(model: nn.ModuleDict, crops: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Run the backbone once per run of same-resolution crops, then the head on all of them."""
+        sizes = torch.tensor([c.shape[-1] for c in crops])
+        ends = torch.cumsum(torch.unique_consecutive(sizes, return_counts=True)[1], 0).tolist()
+        start, feats = 0, []
+        for end in ends:
+            feats.append(model["backbone"](torch.cat(list(crops[start:end]))))
+            start = end
+        return model["head"](torch.cat(feats))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Teacher backbone features (the exported extractor)."""
+        return self.teacher["backbone"](images)
+
+    def export_extractor(self, path, source: Optional[dict[str, Any]] = None):
+        """Write the teacher backbone as a self-describing extractor (see :mod:`facefd.models.extractor`)."""
+        from facefd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+        from facefd.models.backbone import factory_spec
+        from facefd.models.extractor import save_extractor
+
+        return save_extractor(self.teacher["backbone"], factory_spec(self.hparams.backbone), path, self.embed_dim,
+                              self.hparams.input_size, IMAGENET_MEAN, IMAGENET_STD, source=source)
+
+    # ----------------------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        hp = self.hparams
+        self.criterion.teacher_temp_schedule = teacher_temperature_schedule(
+            hp.warmup_teacher_temp, hp.teacher_temp, hp.warmup_teacher_temp_epochs, self._max_epochs()
+        )
+        self._base_seed = torch.initial_seed()
+
+    def on_train_epoch_start(self) -> None:
+        # Reseed per epoch so stochastic layers (drop path) replay identically after a resume.
+        torch.manual_seed((self._base_seed * 1_000_003 + self.current_epoch) % (2**63))
+        self._epoch_loss_sum, self._epoch_loss_count = 0.0, 0
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        crops = batch["crops"]
+        if len(crops) != self.criterion.ncrops:
+            raise ValueError(
+                f"got {len(crops)} crops per image but the model expects {self.criterion.ncrops} "
+                "(2 global + model.local_crops_number); make data.train_transform.local_crops_number match"
+            )
+        teacher_output = self.multicrop_forward(self.teacher, crops[:2])  # only the 2 global views
+        student_output = self.multicrop_forward(self.student, crops)
+        loss = self.criterion(student_output, teacher_output, self.current_epoch)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(
+                f"DINO loss is {loss_value} at epoch {self.current_epoch}, step {self.global_step}. "
+                "With precision=16-mixed this is usually fp16 overflow: use precision=bf16-mixed or 32-true, "
+                "or lower model.optimizer.lr."
+            )
+        self._epoch_loss_sum += loss_value
+        self._epoch_loss_count += 1
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=crops[0].shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_loss_count == 0:
+            return
+        mean_loss = self._epoch_loss_sum / self._epoch_loss_count
+        uniform = math.log(self.out_dim)
+        if abs(mean_loss - uniform) < self.hparams.collapse_tolerance * uniform:
+            self._collapsed_epochs += 1
+        else:
+            self._collapsed_epochs = 0
+        if self._collapsed_epochs >= self.hparams.collapse_patience_epochs:
+            log.warning(
+                "DINO may have collapsed: the mean loss %.4f has stayed within %.0f%% of ln(out_dim)=%.4f for %d "
+                "epochs (uniform teacher outputs). Check teacher_temp, center_momentum and the learning rate.",
+                mean_loss, 100 * self.hparams.collapse_tolerance, uniform, self._collapsed_epochs,
+            )
+
+    # ----------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        optimizer = hp.optimizer(regularization_groups([self.student]))
+        base_lr = optimizer.defaults["lr"]
+        base_wd = optimizer.defaults.get("weight_decay", 0.0)
+        world = self.trainer.world_size * self.trainer.accumulate_grad_batches
+        lr = base_lr * hp.batch_size * world / 256.0  # linear scaling rule
+        epochs = self._max_epochs()
+        niter = max(int(self.trainer.estimated_stepping_batches) // epochs, 1)
+        self.lr_schedule = cosine_schedule(lr, hp.min_lr, epochs, niter, warmup_epochs=hp.warmup_epochs)
+        self.wd_schedule = cosine_schedule(base_wd, hp.weight_decay_end, epochs, niter)
+        self.momentum_schedule = cosine_schedule(hp.momentum_teacher, 1.0, epochs, niter)
+        return optimizer
+
+    def _max_epochs(self) -> int:
+        epochs = self.trainer.max_epochs
+        if epochs is None or epochs < 0:
+            raise ValueError("DINO schedules are per epoch: set trainer.max_epochs (>0)")
+        return int(epochs)
+
+    def _schedule_value(self, schedule: np.ndarray, it: int) -> float:
+        return float(schedule[min(it, len(schedule) - 1)])
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        it = self.global_step
+        lr, wd = self._schedule_value(self.lr_schedule, it), self._schedule_value(self.wd_schedule, it)
+        for i, group in enumerate(optimizer.param_groups):
+            group["lr"] = lr
+            if i == 0:  # only the regularised group follows the weight-decay schedule
+                group["weight_decay"] = wd
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        momentum = self._schedule_value(self.momentum_schedule, it)
+        self.update_teacher(momentum)
+        self.criterion.apply_center_update()
+        self._last_schedule_values = {
+            "train/lr": lr, "train/wd": wd, "train/momentum": momentum,
+            "train/teacher_temp": self.criterion.teacher_temp(self.current_epoch),
+        }
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self._last_schedule_values:
+            self.log_dict(self._last_schedule_values, on_step=True, on_epoch=False)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if gradient_clip_val:
+            raise ValueError(
+                "trainer.gradient_clip_val clips the global norm; DINO clips each parameter separately. "
+                "Set model.clip_grad instead and leave trainer.gradient_clip_val unset."
+            )
+        if self.hparams.clip_grad:
+            clip_gradients_per_parameter(self.student.parameters(), self.hparams.clip_grad)
+        if self.current_epoch < self.hparams.freeze_last_layer:
+            for p in self.student["head"].last_layer.parameters():
+                p.grad = None
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """teacher = m * teacher + (1 - m) * student, over parameters (buffers are the teacher's own)."""
+        teacher_params = list(self.teacher.parameters())
+        student_params = [p.detach() for p in self.student.parameters()]
+        torch._foreach_mul_(teacher_params, momentum)
+        torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)

@@ -1,0 +1,159 @@
+"""Self-describing feature extractors: a ``safetensors`` file of backbone weights plus a JSON card.
+
+The JSON names how to rebuild the backbone (``{"target": "timm.create_model", "kwargs": ...}``),
+the feature width, the input size and the normalisation, so ``load_extractor`` needs nothing else
+and never touches the network.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facefd.models.backbone import build_from_spec
+
+FORMAT = "facefd-extractor"
+FORMAT_VERSION = 1
+#: Version of the resize/normalise step in :meth:`FeatureExtractor.forward`; part of the fingerprint.
+PREPROCESSING_VERSION = 1
+
+
+class ExtractorFileError(ValueError):
+    """A missing, malformed or mismatching extractor file."""
+
+
+class FeatureExtractor(nn.Module):
+    """Images -> ``[N, num_features]``.
+
+    Input: ``[N, 3, H, W]`` uint8 in [0, 255] or float in [0, 1]. Images whose size differs from
+    ``input_size`` are resized to ``input_size x input_size`` with antialiased bilinear
+    interpolation, then normalised with ``mean``/``std``. Always in eval mode, no gradients.
+    """
+
+    def __init__(self, backbone: nn.Module, num_features: int, input_size: int, mean: Sequence[float],
+                 std: Sequence[float], fingerprint: str = "", card: Optional[dict[str, Any]] = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_features, self.input_size = int(num_features), int(input_size)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.fingerprint = fingerprint
+        self.card = card or {}
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "FeatureExtractor":
+        return super().train(False)  # a frozen extractor: BN/dropout stay in inference mode
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape [N, 3, H, W], got {tuple(images.shape)}")
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(self.preprocess(images))
+        if feats.ndim != 2 or feats.shape[1] != self.num_features:
+            raise ExtractorFileError(
+                f"backbone returned features of shape {tuple(feats.shape)}, the card says [N, {self.num_features}]"
+            )
+        return feats
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_extractor(backbone: nn.Module, backbone_spec: dict[str, Any], path: str | Path, num_features: int,
+                   input_size: int, mean: Sequence[float], std: Sequence[float],
+                   source: Optional[dict[str, Any]] = None) -> Path:
+    """Write ``path`` (``.safetensors``) and its card ``path.with_suffix('.json')``, each atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path / "extractor.safetensors" if path.suffix == "" else path.with_suffix(".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in backbone.state_dict().items()}
+    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
+    card = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "preprocessing_version": PREPROCESSING_VERSION,
+        "weights": path.name, "sha256": _sha256(path), "backbone": backbone_spec,
+        "num_features": int(num_features), "input_size": int(input_size),
+        "mean": [float(m) for m in mean], "std": [float(s) for s in std],
+        "resize": "bilinear, antialias=True, to input_size x input_size", "source": source or {},
+    }
+    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
+    return path
+
+
+def _card_and_weights(path: Path) -> tuple[dict[str, Any], Path]:
+    if path.is_dir():
+        path = path / "extractor.safetensors"
+    card_path = path if path.suffix == ".json" else path.with_suffix(".json")
+    if not card_path.exists():
+        raise ExtractorFileError(
+            f"extractor card {card_path} not found: provide the .json written next to the .safetensors file by "
+            "training (outputs/.../extractor/extractor.json) or by `python evaluate.py task=export ckpt_path=...`"
+        )
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ExtractorFileError(f"{card_path} is not valid JSON: {exc}") from exc
+    if card.get("format") != FORMAT:
+        raise ExtractorFileError(f"{card_path} is not a facefd extractor card (format={card.get('format')!r})")
+    if card.get("format_version", 0) > FORMAT_VERSION:
+        raise ExtractorFileError(f"{card_path} has format_version {card['format_version']}; "
+                                 f"this facefd reads up to {FORMAT_VERSION}: upgrade facefd")
+    weights = card_path.parent / card["weights"]
+    if not weights.exists():
+        raise ExtractorFileError(f"extractor weights {weights} (named in {card_path}) not found")
+    return card, weights
+
+
+def load_extractor(path: str | Path, device: str | torch.device = "cpu") -> FeatureExtractor:
+    """Load an exported extractor (``.safetensors``, its ``.json`` card, or their folder), offline, in eval mode."""
+    from safetensors.torch import load_file
+
+    card, weights = _card_and_weights(Path(path).expanduser())
+    sha = _sha256(weights)
+    if card.get("sha256") and card["sha256"] != sha:
+        raise ExtractorFileError(f"{weights} does not match its card: sha256 {sha[:12]}... != {card['sha256'][:12]}...")
+    backbone = build_from_spec(card["backbone"])
+    state = load_file(str(weights), device="cpu")
+    try:
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ExtractorFileError(
+            f"{weights} does not fit the backbone {card['backbone']} described in its card: {exc}"
+        ) from exc
+    fingerprint = hashlib.sha256(f"{sha}:{card.get('preprocessing_version', 1)}".encode()).hexdigest()
+    extractor = FeatureExtractor(backbone, card["num_features"], card["input_size"], card["mean"], card["std"],
+                                 fingerprint=fingerprint, card=card)
+    return extractor.to(device)

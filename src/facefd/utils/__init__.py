@@ -1,0 +1,1 @@
+"""Utilities: Hydra helpers, logger factories."""
