@@ -1,0 +1,69 @@
+"""Shared fixtures: a small sample face set and Hydra configs for tiny, fast runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import facefd.utils.hydra  # noqa: F401  (resolvers)
+from facefd.data.sample_faces import generate_sample_faces
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# A DINO small enough for a CPU test: timm's 96-d test_resnet, 32 px crops, tiny head, 3 batches of 8.
+TINY_TRAIN = [
+    "backbone.model_name=test_resnet",
+    "model.head.out_dim=128",
+    "model.head.hidden_dim=64",
+    "model.head.bottleneck_dim=32",
+    "data.train_transform.global_crop_size=32",
+    "data.train_transform.local_crop_size=16",
+    "data.train_transform.local_crops_number=2",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "data.num_images=120",
+    "data.image_size=32",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+    "trainer.log_every_n_steps=1",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+]
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "sample_faces"
+    return generate_sample_faces(root, num_images=120, image_size=32, seed=0, progress=False)
+
+
+def compose_train(tmp_path: Path, overrides: list[str], sample_root: Path | None = None) -> DictConfig:
+    """Compose conf/train.yaml as the CLI would, with outputs under ``tmp_path``."""
+    GlobalHydra.instance().clear()
+    extra = [f"data.root={sample_root}"] if sample_root is not None else []
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(config_name="train", overrides=TINY_TRAIN + extra + overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.log_dir = str(tmp_path)
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _quiet_env(monkeypatch):
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    yield
+    GlobalHydra.instance().clear()
+
+
+def pytest_configure(config):
+    os.environ.setdefault("OMP_NUM_THREADS", "2")

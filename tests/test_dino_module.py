@@ -1,0 +1,120 @@
+"""DINOModule inside a real Lightning Trainer: teacher isolation, EMA, frozen last layer,
+center updates per optimizer step, NaN guard."""
+import functools
+import math
+
+import lightning.pytorch as pl
+import pytest
+import timm
+import torch
+from torch.utils.data import DataLoader
+
+from facefd.models.dino import DINOModule
+from facefd.models.dino.module import NonFiniteLossError
+
+
+def tiny_module(**kw) -> DINOModule:
+    torch.manual_seed(0)
+    defaults = dict(
+        backbone=functools.partial(timm.create_model, model_name="test_resnet", pretrained=False, num_classes=0),
+        optimizer=functools.partial(torch.optim.AdamW, lr=5e-3, weight_decay=0.04),
+        head=dict(out_dim=64, hidden_dim=32, bottleneck_dim=16),
+        local_crops_number=2, batch_size=4, warmup_epochs=0, input_size=32,
+    )
+    defaults.update(kw)
+    return DINOModule(**defaults)
+
+
+def crops_loader(n_batches: int, batch: int = 4) -> DataLoader:
+    g = torch.Generator().manual_seed(1)
+    items = [{"crops": [torch.randn(3, 32, 32, generator=g), torch.randn(3, 32, 32, generator=g),
+                        torch.randn(3, 16, 16, generator=g), torch.randn(3, 16, 16, generator=g)]}
+             for _ in range(n_batches * batch)]
+    return DataLoader(items, batch_size=batch)
+
+
+def fit(module, n_batches, **trainer_kw):
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=trainer_kw.pop("max_epochs", 1), logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         **trainer_kw)
+    trainer.fit(module, crops_loader(n_batches))
+    return trainer
+
+
+def test_teacher_is_a_separate_module_without_gradients():
+    m = tiny_module()
+    student_ptrs = {p.data_ptr() for p in m.student.parameters()}
+    assert not student_ptrs & {p.data_ptr() for p in m.teacher.parameters()}
+    for s, t in zip(m.student.state_dict().values(), m.teacher.state_dict().values()):
+        assert torch.equal(s, t)  # same start
+    fit(m, 2)
+    assert all(p.grad is None and not p.requires_grad for p in m.teacher.parameters())
+    assert any(p.grad is not None for p in m.student.parameters())
+
+
+def test_ema_update_after_optimizer_step_matches_formula():
+    m = tiny_module(freeze_last_layer=0)
+    teacher0 = [p.detach().clone() for p in m.teacher.parameters()]
+    trainer = fit(m, 1)
+    assert trainer.global_step == 1
+    mom = m.momentum_schedule[0]
+    assert mom == pytest.approx(0.996)
+    changed = 0
+    for t0, t, s in zip(teacher0, m.teacher.parameters(), m.student.parameters()):
+        torch.testing.assert_close(t.detach(), mom * t0 + (1 - mom) * s.detach(), rtol=1e-5, atol=1e-7)
+        changed += int(not torch.equal(t.detach(), t0))
+    assert changed > 0
+
+
+@pytest.mark.parametrize("freeze, expect_frozen", [(1, True), (0, False)])
+def test_last_layer_frozen_during_first_epoch(freeze, expect_frozen):
+    m = tiny_module(freeze_last_layer=freeze)
+    v0 = m.student["head"].last_layer.weight_v.detach().clone()
+    mlp0 = m.student["head"].mlp[0].weight.detach().clone()
+    fit(m, 2)
+    assert torch.equal(m.student["head"].last_layer.weight_v.detach(), v0) == expect_frozen
+    assert not torch.equal(m.student["head"].mlp[0].weight.detach(), mlp0)  # the rest trains
+
+
+def test_center_updates_once_per_optimizer_step_under_accumulation():
+    m = tiny_module()
+    pending_at_apply = []
+    original = m.criterion.apply_center_update
+
+    def counting():
+        pending_at_apply.append(int(m.criterion._pending_count.item()))
+        original()
+
+    m.criterion.apply_center_update = counting
+    trainer = fit(m, 4, accumulate_grad_batches=2)
+    assert trainer.global_step == 2
+    # 2 optimizer steps, each applying the teacher outputs of 2 micro-batches x 2 global crops x 4 images
+    assert pending_at_apply == [16, 16]
+
+
+def test_lr_is_scaled_by_total_batch():
+    m = tiny_module(min_lr=0.0)
+    fit(m, 2, accumulate_grad_batches=2)
+    assert m.lr_schedule[0] == pytest.approx(5e-3 * 4 * 2 / 256)
+
+
+def test_nan_loss_stops_with_clear_message():
+    m = tiny_module()
+    with torch.no_grad():
+        next(m.student["backbone"].parameters()).fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="bf16-mixed"):
+        fit(m, 2)
+
+
+def test_global_norm_clipping_is_refused():
+    m = tiny_module()
+    with pytest.raises(ValueError, match="model.clip_grad"):
+        fit(m, 1, gradient_clip_val=1.0)
+
+
+def test_collapse_warning(caplog):
+    m = tiny_module(collapse_patience_epochs=1)
+    m._epoch_loss_sum, m._epoch_loss_count = math.log(64), 1
+    with caplog.at_level("WARNING"):
+        m.on_train_epoch_end()
+    assert "collapsed" in caplog.text
