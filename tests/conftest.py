@@ -47,8 +47,11 @@ def compose_train(tmp_path: Path, overrides: list[str], sample_root: Path | None
     """Compose conf/train.yaml as the CLI would, with outputs under ``tmp_path``."""
     GlobalHydra.instance().clear()
     extra = [f"data.root={sample_root}"] if sample_root is not None else []
+    tiny = TINY_TRAIN
+    if any(o.startswith("data=") for o in overrides):  # a real folder: drop the sample-set generator settings
+        tiny = [o for o in TINY_TRAIN if not o.startswith(("data.num_images", "data.image_size"))]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(config_name="train", overrides=TINY_TRAIN + extra + overrides, return_hydra_config=True)
+        cfg = compose(config_name="train", overrides=tiny + extra + overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
         cfg.paths.log_dir = str(tmp_path)

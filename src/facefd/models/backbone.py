@@ -35,20 +35,27 @@ def factory_spec(factory: BackboneFactory) -> dict[str, Any]:
             raise ValueError("backbone factories must use keyword arguments only (got positional args)")
         fn, kwargs = factory.func, dict(factory.keywords)
     target = f"{fn.__module__}.{fn.__qualname__}"
-    return {"target": target, "kwargs": _plain(kwargs)}
+    return {"target": target, "kwargs": plain(kwargs)}
+
+
+def partial_from_spec(spec: dict[str, Any] | Callable[..., Any]) -> functools.partial:
+    """Inverse of :func:`factory_spec` (a callable passes through as a partial)."""
+    if callable(spec):
+        return spec if isinstance(spec, functools.partial) else functools.partial(spec)
+    module_name, _, attr = spec["target"].rpartition(".")
+    fn = getattr(importlib.import_module(module_name), attr)
+    return functools.partial(fn, **dict(spec.get("kwargs", {})))
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Inverse of :func:`factory_spec`; never downloads (``pretrained`` is forced off)."""
-    module_name, _, attr = spec["target"].rpartition(".")
-    fn = getattr(importlib.import_module(module_name), attr)
-    kwargs = dict(spec.get("kwargs", {}))
-    if "pretrained" in kwargs:
-        kwargs["pretrained"] = False
-    return fn(**kwargs)
+    """Build a backbone from its spec without downloading anything (``pretrained`` is forced off)."""
+    factory = partial_from_spec(spec)
+    if "pretrained" in factory.keywords:
+        factory = functools.partial(factory.func, **{**factory.keywords, "pretrained": False})
+    return factory()
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Turn OmegaConf containers and tuples into JSON-able builtins."""
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -58,7 +65,7 @@ def _plain(value: Any) -> Any:
     except ImportError:  # pragma: no cover
         pass
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

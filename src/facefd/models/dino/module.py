@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from facefd.models.backbone import BackboneFactory, feature_width
+from facefd.models.backbone import plain
+from facefd.models.backbone import BackboneFactory, factory_spec, feature_width, partial_from_spec
 from facefd.models.dino.head import DINOHead
 from facefd.models.dino.loss import DINOLoss, teacher_temperature_schedule
 from facefd.models.dino.schedules import cosine_schedule
@@ -34,9 +35,11 @@ class DINOModule(pl.LightningModule):
 
     Args:
         backbone: factory returning a fresh backbone mapping images to ``[N, D]`` features
-            (``timm.create_model`` partial with ``num_classes=0`` in the configs).
-        optimizer: partial of a torch optimizer; its ``lr`` is the base LR for a total batch of 256
-            and its ``weight_decay`` the start of the weight-decay schedule.
+            (``timm.create_model`` partial with ``num_classes=0`` in the configs), or its spec dict.
+        optimizer: partial of a torch optimizer (or its spec dict); its ``lr`` is the base LR for a
+            total batch of 256 and its ``weight_decay`` the start of the weight-decay schedule.
+            Both are stored in the checkpoint as plain ``{"target", "kwargs"}`` specs, so checkpoints
+            load with ``torch.load(weights_only=True)``.
         head: keyword arguments of :class:`DINOHead` (``out_dim``, ``use_bn``, ...).
         local_crops_number: local crops per image (the student sees ``2 + local_crops_number``).
         batch_size: per-device batch size, used for the linear LR scaling rule.
@@ -46,8 +49,8 @@ class DINOModule(pl.LightningModule):
 
     def __init__(
         self,
-        backbone: BackboneFactory,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        backbone: BackboneFactory | dict[str, Any],
+        optimizer: Callable[..., torch.optim.Optimizer] | dict[str, Any],
         head: Optional[dict[str, Any]] = None,
         local_crops_number: int = 8,
         batch_size: int = 64,
@@ -68,8 +71,11 @@ class DINOModule(pl.LightningModule):
         input_size: int = 224,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)
-        head_kwargs = dict(head or {})
+        self.save_hyperparameters(logger=False, ignore=["backbone", "optimizer", "head"])
+        self.hparams.backbone = backbone_spec = factory_spec(partial_from_spec(backbone))
+        self.hparams.optimizer = factory_spec(partial_from_spec(optimizer))
+        self.hparams.head = head_kwargs = plain(dict(head or {}))
+        backbone = partial_from_spec(backbone_spec)
         student_backbone = backbone(drop_path_rate=student_drop_path_rate) if student_drop_path_rate else backbone()
         self.embed_dim = feature_width(student_backbone)
         self.student = nn.ModuleDict(
@@ -117,10 +123,9 @@ class DINOModule(pl.LightningModule):
     def export_extractor(self, path, source: Optional[dict[str, Any]] = None):
         """Write the teacher backbone as a self-describing extractor (see :mod:`facefd.models.extractor`)."""
         from facefd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-        from facefd.models.backbone import factory_spec
         from facefd.models.extractor import save_extractor
 
-        return save_extractor(self.teacher["backbone"], factory_spec(self.hparams.backbone), path, self.embed_dim,
+        return save_extractor(self.teacher["backbone"], self.hparams.backbone, path, self.embed_dim,
                               self.hparams.input_size, IMAGENET_MEAN, IMAGENET_STD, source=source)
 
     # ----------------------------------------------------------------------------- training
@@ -155,7 +160,8 @@ class DINOModule(pl.LightningModule):
             )
         self._epoch_loss_sum += loss_value
         self._epoch_loss_count += 1
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=crops[0].shape[0])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=crops[0].shape[0],
+                 sync_dist=True)
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -177,7 +183,7 @@ class DINOModule(pl.LightningModule):
     # ----------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
-        optimizer = hp.optimizer(regularization_groups([self.student]))
+        optimizer = partial_from_spec(hp.optimizer)(regularization_groups([self.student]))
         base_lr = optimizer.defaults["lr"]
         base_wd = optimizer.defaults.get("weight_decay", 0.0)
         world = self.trainer.world_size * self.trainer.accumulate_grad_batches

@@ -1,0 +1,137 @@
+"""Image folder reading, colour-mode conversion, bad files, labels, splits and seeded sampling."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facefd.data import (BadImagesError, FaceImageDataModule, ImageFolderError, MultiCropAugmentation,
+                         SAMPLE_ATTRIBUTES, generate_sample_faces, list_images, load_rgb)
+from facefd.data.attributes import read_attribute_table
+from facefd.data.sampler import SeededEpochSampler
+
+
+def test_modes_are_converted_to_rgb(tmp_path):
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))  # fully transparent -> white background
+    rgba.save(tmp_path / "a.png")
+    Image.new("L", (4, 4), 77).save(tmp_path / "g.webp", lossless=True)
+    pal = Image.new("P", (4, 4), 1)
+    pal.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    pal.save(tmp_path / "p.bmp")
+    Image.fromarray(np.full((4, 4), 4000, dtype=np.uint16).reshape(4, 4) + np.arange(16, dtype=np.uint16).reshape(4, 4)).save(tmp_path / "i16.png")
+    assert np.asarray(load_rgb(tmp_path / "a.png"))[0, 0].tolist() == [255, 255, 255]
+    assert np.asarray(load_rgb(tmp_path / "g.webp"))[0, 0].tolist() == [77, 77, 77]
+    assert np.asarray(load_rgb(tmp_path / "p.bmp"))[0, 0].tolist() == [200, 100, 50]
+    i16 = np.asarray(load_rgb(tmp_path / "i16.png"))[..., 0]
+    assert i16.min() == 0 and i16.max() == 255  # rescaled, not clipped to white
+
+
+def test_listing_is_recursive_and_filters_extensions(tmp_path):
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    for p in ["x.JPG", "sub/y.png", "sub/deeper/z.jpeg", "notes.txt", ".hidden/w.png"]:
+        (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (2, 2)).save(tmp_path / p, format="PNG") if p.endswith(("png", "JPG", "jpeg")) else (tmp_path / p).write_text("x")
+    names = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert names == ["sub/deeper/z.jpeg", "sub/y.png", "x.JPG"]
+
+
+def test_empty_and_missing_folders_are_clear_errors(tmp_path):
+    with pytest.raises(ImageFolderError, match="no images"):
+        list_images(tmp_path)
+    with pytest.raises(ImageFolderError, match="does not exist"):
+        list_images(tmp_path / "nope")
+
+
+def _folder_with_bad_files(tmp_path):
+    for i in range(10):
+        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / f"ok{i}.png")
+    good = tmp_path / "ok0.png"
+    (tmp_path / "truncated.png").write_bytes(good.read_bytes()[:40])
+    (tmp_path / "garbage.jpg").write_bytes(b"not an image at all")
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "trunc.jpg", quality=95)
+    data = (tmp_path / "trunc.jpg").read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    return {"truncated.png", "garbage.jpg", "trunc.jpg"}
+
+
+def test_bad_images_stop_the_run_with_the_list(tmp_path):
+    bad = _folder_with_bad_files(tmp_path)
+    dm = FaceImageDataModule(str(tmp_path), batch_size=2, num_workers=0, val_fraction=0.2, test_fraction=0.0)
+    with pytest.raises(BadImagesError) as err:
+        dm.setup()
+    assert {p.split("/")[-1] for p, _ in err.value.bad} == bad
+    assert "skip_bad_images=true" in str(err.value) and "garbage.jpg" in str(err.value)
+
+
+def test_bad_images_are_skipped_when_asked(tmp_path):
+    bad = _folder_with_bad_files(tmp_path)
+    dm = FaceImageDataModule(str(tmp_path), batch_size=2, num_workers=0, skip_bad_images=True,
+                             val_fraction=0.2, test_fraction=0.0, eval_transform=lambda im: torch.zeros(1))
+    dm.setup()
+    assert len(dm.bad_images) == 3
+    kept = {p.name for split in dm.splits.values() for p in split}
+    assert len(kept) == 10 and not kept & bad
+
+
+def test_celeba_labels_and_partition(sample_root):
+    dm = FaceImageDataModule(str(sample_root), batch_size=4, num_workers=0)
+    dm.setup()
+    assert dm.attribute_names == list(SAMPLE_ATTRIBUTES)
+    # list_eval_partition of the sample set: 80/10/10
+    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [96, 12, 12]
+    table = read_attribute_table(sample_root / "list_attr_celeba.txt")
+    path = dm.splits["val"][3]
+    row = table.values[table.lookup(path.name)]
+    assert torch.equal(dm.labels["val"][3], torch.tensor(row, dtype=torch.float32))
+    # exactly one hair colour per face, as drawn
+    hair = [dm.attribute_names.index(h) for h in ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")]
+    assert torch.all(dm.labels["train"][:, hair].sum(1) == 1)
+
+
+def test_csv_attributes_and_seeded_split(tmp_path):
+    for i in range(20):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "attrs.csv").write_text("image_id,Male\n" + "".join(f"{i}.png,{i % 2}\n" for i in range(20)))
+    kw = dict(attributes_file="attrs.csv", partition_file=None, val_fraction=0.25, test_fraction=0.25,
+              batch_size=2, num_workers=0, seed=3)
+    a, b = FaceImageDataModule(str(tmp_path), **kw), FaceImageDataModule(str(tmp_path), **kw)
+    a.setup(), b.setup()
+    assert [len(a.splits[s]) for s in ("train", "val", "test")] == [10, 5, 5]
+    assert a.splits == b.splits
+    for split in ("train", "val"):
+        want = [int(p.stem) % 2 for p in a.splits[split]]
+        assert a.labels[split][:, 0].tolist() == want
+
+
+def test_sample_set_is_deterministic(tmp_path):
+    a = generate_sample_faces(tmp_path / "a", num_images=6, image_size=32, seed=5, progress=False)
+    b = generate_sample_faces(tmp_path / "b", num_images=6, image_size=32, seed=5, progress=False)
+    for name in ["images/000000.png", "images/000005.png", "list_attr_celeba.txt"]:
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    with pytest.raises(FileExistsError, match="other settings"):
+        generate_sample_faces(tmp_path / "a", num_images=7, image_size=32, seed=5, progress=False)
+
+
+def test_augmentation_is_a_function_of_seed_epoch_index(sample_root):
+    aug = MultiCropAugmentation(local_crops_number=2, global_crop_size=32, local_crop_size=16)
+    dm = FaceImageDataModule(str(sample_root), batch_size=4, num_workers=0, train_transform=aug)
+    dm.setup()
+    ds = dm.datasets["train"]
+    torch.manual_seed(123)
+    first = ds[(5, 2)]["crops"]
+    torch.manual_seed(999)  # global RNG state must not matter
+    again = ds[(5, 2)]["crops"]
+    other_epoch = ds[(5, 3)]["crops"]
+    assert len(first) == 4 and first[0].shape == (3, 32, 32) and first[2].shape == (3, 16, 16)
+    assert all(torch.equal(x, y) for x, y in zip(first, again))
+    assert not torch.equal(first[0], other_epoch[0])
+
+
+def test_sampler_shuffles_per_epoch_and_shards():
+    data = list(range(10))
+    s = SeededEpochSampler(data, seed=1)
+    s.set_epoch(0)
+    e0 = list(s)
+    s.set_epoch(1)
+    e1 = list(s)
+    assert sorted(i for i, _ in e0) == data and {e for _, e in e0} == {0} and {e for _, e in e1} == {1}
+    assert [i for i, _ in e0] != [i for i, _ in e1]
