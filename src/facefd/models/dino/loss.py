@@ -49,7 +49,7 @@ class DINOLoss(nn.Module):
         self.defer_center_update = defer_center_update
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.register_buffer("_pending_sum", torch.zeros(1, out_dim), persistent=False)
-        self.register_buffer("_pending_count", torch.zeros(()), persistent=False)
+        self._pending_count = 0  # rows accumulated on this process; a host int, so no GPU sync
         self.teacher_temp_schedule = teacher_temperature_schedule(
             warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs, nepochs
         )
@@ -84,14 +84,21 @@ class DINOLoss(nn.Module):
 
     @torch.no_grad()
     def apply_center_update(self) -> None:
-        """EMA of the (all-process) mean teacher output; a no-op when nothing is pending."""
-        batch_sum, count = self._pending_sum.clone(), self._pending_count.clone()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(batch_sum)
-            dist.all_reduce(count)
-        if count.item() == 0:
+        """EMA of the (all-process) mean teacher output; a no-op when nothing is pending.
+
+        Under DDP every process calls this once per optimizer step (a collective), and the sums
+        and row counts of all processes are reduced together, so unequal batches are weighted right.
+        """
+        if self._pending_count == 0:
             return
-        batch_center = batch_sum / count
+        batch_sum, count = self._pending_sum, float(self._pending_count)
+        if dist.is_available() and dist.is_initialized():
+            # new_full is a fill kernel: no host-to-device copy, so no stream sync
+            packed = torch.cat([batch_sum.flatten(), batch_sum.new_full((1,), count)])
+            dist.all_reduce(packed)
+            batch_center = packed[:-1].view_as(batch_sum) / packed[-1]
+        else:
+            batch_center = batch_sum / count
         self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
         self._pending_sum.zero_()
-        self._pending_count.zero_()
+        self._pending_count = 0

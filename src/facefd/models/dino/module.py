@@ -221,7 +221,8 @@ class DINOModule(pl.LightningModule):
         }
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self._last_schedule_values:
+        # Only on logging steps: each logged float becomes a small host-to-device copy.
+        if self._last_schedule_values and self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
             self.log_dict(self._last_schedule_values, on_step=True, on_epoch=False)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:

@@ -1,0 +1,95 @@
+"""Finding, checking and loading image files as RGB, with errors that name the file."""
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+class ImageFolderError(ValueError):
+    """A folder that cannot be used as an image dataset (missing, empty, bad files)."""
+
+
+class BadImagesError(ImageFolderError):
+    """Unreadable or truncated images; carries the full ``[(path, reason), ...]`` list."""
+
+    def __init__(self, bad: Sequence[tuple[str, str]]):
+        self.bad = list(bad)
+        shown = "\n".join(f"  {p}: {r}" for p, r in self.bad[:20])
+        more = f"\n  ... and {len(self.bad) - 20} more" if len(self.bad) > 20 else ""
+        super().__init__(
+            f"{len(self.bad)} unreadable image file(s):\n{shown}{more}\n"
+            "Fix or remove them, or set data.skip_bad_images=true to skip them."
+        )
+
+
+def list_images(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """All image files under ``root`` (recursive, sorted, hidden folders ignored)."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise ImageFolderError(f"image folder {root} does not exist")
+    if not root.is_dir():
+        raise ImageFolderError(f"{root} is not a folder")
+    exts = {e.lower() for e in extensions}
+    files = sorted(
+        p for p in root.rglob("*")
+        if p.suffix.lower() in exts and p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if not files:
+        raise ImageFolderError(f"no images ({', '.join(sorted(exts))}) found under {root} (searched recursively)")
+    return files
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open any supported image as 8-bit RGB.
+
+    EXIF orientation is applied; transparent images are composited on white; 16-bit and float
+    grayscale are rescaled to 8 bits instead of being clipped.
+    """
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        img.load()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.round().astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def check_image(path: str | Path) -> str | None:
+    """Decode the whole file; return the reason it cannot be used, or None when it is fine."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.format == "JPEG":
+                    img.draft("RGB", (64, 64))  # decode at reduced scale: still reads every byte
+                img.load()
+                if img.width == 0 or img.height == 0:
+                    return "image has zero size"
+    except Exception as exc:  # noqa: BLE001 -- any decoder error means the file is unusable
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def find_bad_images(paths: Sequence[Path], num_threads: int = 4, progress: bool = True) -> list[tuple[str, str]]:
+    """Check every file (threads: PIL releases the GIL while decoding)."""
+    with ThreadPoolExecutor(max_workers=max(num_threads, 1)) as pool:
+        reasons = list(
+            tqdm(pool.map(check_image, paths), total=len(paths), desc="checking images", disable=not progress, leave=False)
+        )
+    return [(str(p), r) for p, r in zip(paths, reasons) if r is not None]

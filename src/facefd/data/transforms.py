@@ -1,0 +1,87 @@
+"""Image transforms: DINO multi-crop augmentation and the deterministic evaluation transform."""
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import torch
+from PIL import Image, ImageFilter
+from torchvision import transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class RandomPILGaussianBlur:
+    """PIL Gaussian blur with radius ~ U(0.1, 2.0), applied with probability ``p`` (reference ``utils.GaussianBlur``)."""
+
+    def __init__(self, p: float = 0.5, radius_min: float = 0.1, radius_max: float = 2.0) -> None:
+        self.p, self.radius_min, self.radius_max = p, radius_min, radius_max
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if random.random() > self.p:
+            return img
+        return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(self.radius_min, self.radius_max)))
+
+
+def _normalize(mean: Sequence[float], std: Sequence[float]) -> T.Compose:
+    return T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+
+
+class MultiCropAugmentation:
+    """Two global crops and ``local_crops_number`` local crops of one image (reference ``DataAugmentationDINO``).
+
+    Global crop 1: blur p=1.0; global crop 2: blur p=0.1 and solarisation p=0.2; local crops: blur
+    p=0.5. All: random resized crop (bicubic), horizontal flip, colour jitter (0.4, 0.4, 0.2, 0.1)
+    with p=0.8, grayscale p=0.2, ImageNet normalisation.
+    """
+
+    def __init__(
+        self,
+        global_crops_scale: Sequence[float] = (0.4, 1.0),
+        local_crops_scale: Sequence[float] = (0.05, 0.4),
+        local_crops_number: int = 8,
+        global_crop_size: int = 224,
+        local_crop_size: int = 96,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        self.local_crops_number = local_crops_number
+        self.global_crop_size, self.local_crop_size = global_crop_size, local_crop_size
+        flip_and_color_jitter = T.Compose([
+            T.RandomHorizontalFlip(p=0.5),
+            T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+        ])
+        bicubic = T.InterpolationMode.BICUBIC
+        normalize = _normalize(mean, std)
+        global_crop = T.RandomResizedCrop(global_crop_size, scale=tuple(global_crops_scale), interpolation=bicubic)
+        self.global_transfo1 = T.Compose([global_crop, flip_and_color_jitter, RandomPILGaussianBlur(1.0), normalize])
+        self.global_transfo2 = T.Compose([
+            global_crop, flip_and_color_jitter, RandomPILGaussianBlur(0.1), T.RandomSolarize(128, p=0.2), normalize,
+        ])
+        self.local_transfo = T.Compose([
+            T.RandomResizedCrop(local_crop_size, scale=tuple(local_crops_scale), interpolation=bicubic),
+            flip_and_color_jitter, RandomPILGaussianBlur(p=0.5), normalize,
+        ])
+
+    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
+        crops = [self.global_transfo1(image), self.global_transfo2(image)]
+        crops += [self.local_transfo(image) for _ in range(self.local_crops_number)]
+        return crops
+
+
+class EvalTransform:
+    """Resize the short side, centre crop, normalise: the view an exported extractor expects."""
+
+    def __init__(self, size: int = 224, resize_ratio: float = 1.0, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
+        self.size = size
+        self.transform = T.Compose([
+            T.Resize(int(round(size * resize_ratio)), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+            T.CenterCrop(size),
+            _normalize(mean, std),
+        ])
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.transform(image)
