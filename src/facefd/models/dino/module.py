@@ -45,6 +45,9 @@ class DINOModule(pl.LightningModule):
         batch_size: per-device batch size, used for the linear LR scaling rule.
         student_drop_path_rate: stochastic depth of the student only (reference: 0.1 for ViTs).
         input_size: global crop size, recorded as the exported extractor's input size.
+        nonfinite_check_every_n_steps: how often the NaN/inf flag is read on the host (and always at
+            the last batch of an epoch, before checkpoints). The reference reads ``loss.item()``
+            every step, which stalls the GPU queue; the flag is accumulated on the device instead.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class DINOModule(pl.LightningModule):
         collapse_tolerance: float = 0.01,
         collapse_patience_epochs: int = 3,
         input_size: int = 224,
+        nonfinite_check_every_n_steps: int = 10,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["backbone", "optimizer", "head"])
@@ -98,8 +102,9 @@ class DINOModule(pl.LightningModule):
             defer_center_update=True,
         )
         self.lr_schedule = self.wd_schedule = self.momentum_schedule = np.zeros(0)
-        self._epoch_loss_sum = 0.0
+        self._epoch_loss_sum: torch.Tensor | float = 0.0
         self._epoch_loss_count = 0
+        self._nonfinite_steps: torch.Tensor | int = 0
         self._collapsed_epochs = 0
         self._base_seed = 0
         self._last_schedule_values: dict[str, float] = {}
@@ -151,23 +156,26 @@ class DINOModule(pl.LightningModule):
         teacher_output = self.multicrop_forward(self.teacher, crops[:2])  # only the 2 global views
         student_output = self.multicrop_forward(self.student, crops)
         loss = self.criterion(student_output, teacher_output, self.current_epoch)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(
-                f"DINO loss is {loss_value} at epoch {self.current_epoch}, step {self.global_step}. "
-                "With precision=16-mixed this is usually fp16 overflow: use precision=bf16-mixed or 32-true, "
-                "or lower model.optimizer.lr."
-            )
-        self._epoch_loss_sum += loss_value
+        self._nonfinite_steps = self._nonfinite_steps + (~torch.isfinite(loss.detach())).int()
+        self._epoch_loss_sum = self._epoch_loss_sum + loss.detach()
         self._epoch_loss_count += 1
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=crops[0].shape[0],
                  sync_dist=True)
         return loss
 
+    def _raise_if_nonfinite(self) -> None:
+        if int(self._nonfinite_steps) > 0:  # one host read every few steps, not every step
+            raise NonFiniteLossError(
+                f"DINO loss became NaN/inf (epoch {self.current_epoch}, by step {self.global_step}). "
+                "With precision=16-mixed this is usually fp16 overflow: use precision=bf16-mixed or 32-true, "
+                "or lower model.optimizer.lr."
+            )
+
     def on_train_epoch_end(self) -> None:
+        self._raise_if_nonfinite()
         if self._epoch_loss_count == 0:
             return
-        mean_loss = self._epoch_loss_sum / self._epoch_loss_count
+        mean_loss = float(self._epoch_loss_sum) / self._epoch_loss_count
         uniform = math.log(self.out_dim)
         if abs(mean_loss - uniform) < self.hparams.collapse_tolerance * uniform:
             self._collapsed_epochs += 1
@@ -224,6 +232,9 @@ class DINOModule(pl.LightningModule):
         # Only on logging steps: each logged float becomes a small host-to-device copy.
         if self._last_schedule_values and self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
             self.log_dict(self._last_schedule_values, on_step=True, on_epoch=False)
+        last_batch = batch_idx + 1 >= self.trainer.num_training_batches  # before epoch-end checkpoints
+        if last_batch or self.global_step % max(self.hparams.nonfinite_check_every_n_steps, 1) == 0:
+            self._raise_if_nonfinite()
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         if gradient_clip_val:
