@@ -43,11 +43,13 @@ def sample_root(tmp_path_factory) -> Path:
     return generate_sample_faces(root, num_images=120, image_size=32, seed=0, progress=False)
 
 
-def compose_train(tmp_path: Path, overrides: list[str], sample_root: Path | None = None) -> DictConfig:
-    """Compose conf/train.yaml as the CLI would, with outputs under ``tmp_path``."""
+def compose_train(tmp_path: Path, overrides: list[str], sample_root: Path | None = None,
+                  tiny_run: bool = True) -> DictConfig:
+    """Compose conf/train.yaml as the CLI would, with outputs under ``tmp_path`` (and the TINY_TRAIN
+    overrides first unless ``tiny_run`` is False)."""
     GlobalHydra.instance().clear()
     extra = [f"data.root={sample_root}"] if sample_root is not None else []
-    tiny = TINY_TRAIN
+    tiny = TINY_TRAIN if tiny_run else []
     if any(o.startswith("data=") for o in overrides):  # a real folder: drop the sample-set generator settings
         tiny = [o for o in TINY_TRAIN if not o.startswith(("data.num_images", "data.image_size"))]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):

@@ -1,0 +1,70 @@
+"""Every config option composes, builds, and carries the values the papers / reference recipe name."""
+import pytest
+from hydra.utils import instantiate
+
+from conftest import compose_train
+from facefd.utils.hydra import resolve_precision
+
+
+def test_paper_experiment_is_the_fdd_setting(tmp_path):
+    cfg = compose_train(tmp_path, ["experiment=paper", "data.root=/nonexistent"], tiny_run=False)
+    assert cfg.backbone.model_name == "resnet50"
+    assert cfg.data.batch_size == 16 and cfg.trainer.max_epochs == 100
+    assert cfg.model.optimizer._target_ == "torch.optim.SGD" and cfg.model.optimizer.lr == 0.03
+    assert cfg.model.optimizer.weight_decay == cfg.model.weight_decay_end == 1e-4
+    t = cfg.data.train_transform
+    assert list(t.global_crops_scale) == [0.14, 1.0] and list(t.local_crops_scale) == [0.05, 0.14]
+    assert (t.global_crop_size, t.local_crop_size, t.local_crops_number) == (224, 96, 8)
+    assert cfg.model.teacher_temp == 0.04 and cfg.model.momentum_teacher == 0.996 and cfg.model.clip_grad == 3.0
+    model = instantiate(cfg.model)
+    assert model.embed_dim == 2048  # the width of Inception-v3's pool features
+    assert model.out_dim == 65536 and model.criterion.ncrops == 10
+
+
+def test_reference_defaults_without_experiment(tmp_path, sample_root):
+    cfg = compose_train(tmp_path, ["~experiment"], sample_root, tiny_run=False)
+    m = cfg.model
+    assert m.optimizer._target_ == "torch.optim.AdamW" and m.optimizer.lr == 0.0005 and m.optimizer.weight_decay == 0.04
+    assert (m.weight_decay_end, m.warmup_epochs, m.min_lr, m.freeze_last_layer) == (0.4, 10, 1e-6, 1)
+    assert (m.student_temp, m.center_momentum, m.head.norm_last_layer, m.head.use_bn) == (0.1, 0.9, True, False)
+    assert (m.head.out_dim, m.head.hidden_dim, m.head.bottleneck_dim, m.head.nlayers) == (65536, 2048, 256, 3)
+    assert (m.warmup_teacher_temp, m.teacher_temp, m.warmup_teacher_temp_epochs) == (0.04, 0.04, 0)
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "ddp_sim", "multinode"])
+def test_trainer_configs_compose(tmp_path, trainer):
+    cfg = compose_train(tmp_path, [f"trainer={trainer}"])
+    assert cfg.trainer.use_distributed_sampler is False
+    if trainer in ("ddp", "multinode"):
+        assert cfg.trainer.strategy == "ddp" and cfg.trainer.sync_batchnorm is True
+    if trainer == "multinode":
+        assert cfg.trainer.num_nodes == 2 and cfg.trainer.devices == 8
+
+
+def test_precision_auto():
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert resolve_precision("16-mixed", "gpu") == "16-mixed"
+    import torch
+    expected = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    assert resolve_precision("auto", "gpu") == expected
+
+
+def test_tensorboard_and_csv_loggers_build(tmp_path):
+    pytest.importorskip("tensorboard")
+    cfg = compose_train(tmp_path, ["logger=many"])
+    loggers = [instantiate(v) for v in cfg.logger.values()]
+    assert {type(lg).__name__ for lg in loggers} == {"CSVLogger", "TensorBoardLogger"}
+
+
+def test_wandb_logger_is_offline_without_a_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    cfg = compose_train(tmp_path, ["logger=wandb"])
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        with pytest.raises(Exception, match=r'pip install -e "\.\[wandb\]"'):
+            instantiate(cfg.logger.wandb)
+        return
+    logger = instantiate(cfg.logger.wandb)
+    assert logger._offline
