@@ -1,5 +1,6 @@
 """facefd: face-domain image statistics (DINO-faces features, FDD, probes, anonymization)."""
+from facefd.metrics import FDD, FrechetDistance, frechet_distance
 from facefd.models.extractor import FeatureExtractor, load_extractor
 
 __version__ = "0.1.0"
-__all__ = ["FeatureExtractor", "load_extractor", "__version__"]
+__all__ = ["FDD", "FeatureExtractor", "FrechetDistance", "__version__", "frechet_distance", "load_extractor"]

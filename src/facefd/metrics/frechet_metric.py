@@ -1,0 +1,230 @@
+"""``FrechetDistance``: a streaming, DDP-safe torchmetrics ``Metric`` on pluggable features."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from facefd.metrics.frechet import frechet_distance, psd_factor
+from facefd.metrics.stats import GaussianStats, StatisticsFileError
+
+_SETS = ("real", "fake")
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """An extractor's ``fingerprint`` attribute, else a hash of its class and weights."""
+    fp = getattr(module, "fingerprint", "")
+    if fp:
+        return str(fp)
+    h = hashlib.sha256(type(module).__qualname__.encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class FrechetDistance(Metric):
+    """Fréchet distance between the features of real and generated images.
+
+    Drop-in for torchmetrics' ``FrechetInceptionDistance``: ``update(imgs, real=...)``, ``compute()``,
+    ``reset()``, ``normalize`` and ``reset_real_features`` mean the same, with any extractor.
+
+    * Images: ``normalize=False`` expects uint8 in [0, 255], ``normalize=True`` floats in [0, 1];
+      either way the extractor receives float32 in [0, 1] (outside autocast) and does its own
+      resizing and normalisation (see :class:`facefd.FeatureExtractor`).
+    * State: float64 sums of ``x - shift`` and ``(x - shift)(x - shift)^T`` with ``shift`` the first
+      batch's mean on each process (precision for large feature magnitudes); memory does not grow
+      with the number of images. Under DDP the per-process sums are gathered, re-based to one shift
+      and summed in ``compute`` -- exact, and ``compute`` must run on every rank.
+    * A fixed reference (``load_reference``) replaces the real statistics, is not synchronised (every
+      rank holds it) and its covariance factor is cached, so repeated ``compute`` calls are cheap.
+    """
+
+    higher_is_better = False
+    is_differentiable = False
+    full_state_update = False
+    feature_network: str = "extractor"  # for torchmetrics' FeatureShare
+
+    def __init__(self, feature_extractor: nn.Module, normalize: bool = False, reset_real_features: bool = True,
+                 num_features: Optional[int] = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(feature_extractor, nn.Module):
+            raise TypeError(f"feature_extractor must be an nn.Module, got {type(feature_extractor).__name__}")
+        self.extractor = feature_extractor.eval()
+        self.extractor.requires_grad_(False)
+        width = num_features or getattr(feature_extractor, "num_features", None)
+        if not width:
+            raise ValueError("the extractor has no `num_features` attribute: pass num_features=<feature width>")
+        self.num_features = int(width)
+        self.normalize, self.reset_real_features = normalize, reset_real_features
+        self.fingerprint = module_fingerprint(feature_extractor)
+        d = self.num_features
+        for s in _SETS:
+            # reduce=None: gathered as [world, ...] and merged exactly in compute (per-rank shifts differ)
+            self.add_state(f"{s}_shift", torch.zeros(d, dtype=torch.float64), dist_reduce_fx=None)
+            self.add_state(f"{s}_sum", torch.zeros(d, dtype=torch.float64), dist_reduce_fx=None)
+            self.add_state(f"{s}_outer", torch.zeros(d, d, dtype=torch.float64), dist_reduce_fx=None)
+            self.add_state(f"{s}_n", torch.zeros((), dtype=torch.float64), dist_reduce_fx=None)
+        self._shift_set = {s: False for s in _SETS}
+        self._reference: Optional[GaussianStats] = None
+        self._reference_factor: Optional[Tensor] = None
+
+    # ----------------------------------------------------------------------------- update
+    def _images_to_float(self, imgs: Tensor) -> Tensor:
+        if imgs.ndim != 4 or imgs.shape[1] != 3:
+            raise ValueError(f"expected images [N, 3, H, W], got shape {tuple(imgs.shape)}")
+        if imgs.dtype == torch.uint8:
+            return imgs.float() / 255.0
+        if not imgs.is_floating_point():
+            raise ValueError(f"images must be uint8 or float, got {imgs.dtype}")
+        if not self.normalize:
+            raise ValueError("float images need normalize=True (values in [0, 1]); with normalize=False pass "
+                             "uint8 images in [0, 255]")
+        return imgs.float()
+
+    @torch.no_grad()
+    def extract(self, imgs: Tensor) -> Tensor:
+        """Features of a batch, float32 outside autocast, checked for shape and finiteness."""
+        x = self._images_to_float(imgs)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            feats = self.extractor(x)
+        if feats.ndim != 2 or feats.shape != (imgs.shape[0], self.num_features):
+            raise ValueError(f"extractor returned shape {tuple(feats.shape)}, expected "
+                             f"[{imgs.shape[0]}, {self.num_features}]")
+        if not torch.isfinite(feats).all():
+            raise ValueError("extractor returned NaN/inf features; check the images and the extractor weights")
+        return feats
+
+    def update(self, imgs: Tensor, real: bool) -> None:  # type: ignore[override]
+        self.update_features(self.extract(imgs), real)
+
+    def forward(self, imgs: Tensor, real: bool) -> None:  # type: ignore[override]
+        """Same as ``update``: a distance of one batch means nothing, so no batch value is computed."""
+        self.update(imgs, real)
+
+    def update_features(self, feats: Tensor, real: bool) -> None:
+        """Accumulate precomputed features ``[N, num_features]`` (shape checked, cast to float64)."""
+        s = "real" if real else "fake"
+        if real and self._reference is not None:
+            raise RuntimeError("reference statistics are loaded: real images are not accumulated "
+                               "(call clear_reference() to stream real images again)")
+        if feats.ndim != 2 or feats.shape[1] != self.num_features:
+            raise ValueError(f"features must be [N, {self.num_features}], got {tuple(feats.shape)}")
+        x = feats.to(torch.float64)
+        shift = getattr(self, f"{s}_shift")
+        if not self._shift_set[s]:
+            shift.copy_(x.mean(0))
+            self._shift_set[s] = True
+        x = x - shift
+        getattr(self, f"{s}_sum").add_(x.sum(0))
+        getattr(self, f"{s}_outer").addmm_(x.T, x)
+        getattr(self, f"{s}_n").add_(x.shape[0])
+
+    # ----------------------------------------------------------------------------- statistics
+    def _merged(self, s: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(shift, sum, outer, n) of all processes re-based to the first process's shift."""
+        shift, total, outer, n = (getattr(self, f"{s}_{k}") for k in ("shift", "sum", "outer", "n"))
+        if total.ndim == 1:  # not gathered
+            return shift, total, outer, n
+        used = n > 0
+        if not bool(used.any()):
+            return shift[0], total[0], outer[0], n.sum()
+        c = shift[used][0]
+        delta = shift - c
+        delta[~used] = 0
+        s1 = (total + n[:, None] * delta).sum(0)
+        s2 = (outer + delta[:, :, None] * total[:, None, :] + total[:, :, None] * delta[:, None, :]
+              + n[:, None, None] * delta[:, :, None] * delta[:, None, :]).sum(0)
+        return c, s1, s2, n.sum()
+
+    def statistics(self, real: bool) -> GaussianStats:
+        """Mean and unbiased covariance of one set (synchronised when called inside ``compute``)."""
+        if real and self._reference is not None:
+            return self._reference
+        s = "real" if real else "fake"
+        shift, s1, s2, n = self._merged(s)
+        count = int(n.item())
+        if count < 2:
+            raise RuntimeError(f"the {s} set has {count} sample(s); the Fréchet distance needs at least 2")
+        mean = shift + s1 / n
+        cov = (s2 - torch.outer(s1, s1) / n) / (n - 1)
+        return GaussianStats(mean, (cov + cov.T) / 2, count, self.fingerprint)
+
+    def compute(self) -> Tensor:
+        real, fake = self.statistics(True), self.statistics(False)
+        self.last_counts = {"real": real.count, "fake": fake.count}
+        factor = self._reference_factor if self._reference is not None else None
+        fd = frechet_distance(real.mean.to(fake.mean), real.cov.to(fake.cov), fake.mean, fake.cov,
+                              factor1=None if factor is None else factor.to(fake.cov))
+        return torch.tensor(fd, dtype=torch.float64, device=fake.mean.device)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Sample counts of this process (FD depends strongly on N: report it with the value)."""
+        real = self._reference.count if self._reference is not None else int(self.real_n.sum().item())
+        return {"real": real, "fake": int(self.fake_n.sum().item())}
+
+    # ----------------------------------------------------------------------------- reference files
+    def save_reference(self, path: str | Path, metadata: Optional[dict[str, Any]] = None) -> Path:
+        """Save the real set's statistics (with the extractor fingerprint) to an ``.npz`` file."""
+        stats = self.statistics(True)
+        card = getattr(self.extractor, "card", {}) or {}
+        meta = {"extractor": {k: card.get(k) for k in ("backbone", "input_size", "mean", "std", "resize",
+                                                       "preprocessing_version") if k in card},
+                **(metadata or {})}
+        return GaussianStats(stats.mean, stats.cov, stats.count, self.fingerprint, meta).save(path)
+
+    def load_reference(self, path: str | Path) -> None:
+        """Use saved real statistics; the extractor must be the one that made them."""
+        stats = GaussianStats.load(path)
+        if stats.mean.shape[0] != self.num_features:
+            raise StatisticsFileError(f"{path} holds {stats.mean.shape[0]}-d statistics; this extractor gives "
+                                      f"{self.num_features}-d features")
+        if stats.fingerprint != self.fingerprint:
+            raise StatisticsFileError(
+                f"{path} was computed with another extractor (fingerprint {stats.fingerprint[:12] or 'none'}..., "
+                f"this one is {self.fingerprint[:12]}...); recompute the statistics with this extractor")
+        device = self.fake_sum.device
+        self._reference = GaussianStats(stats.mean.to(device), stats.cov.to(device), stats.count, stats.fingerprint,
+                                        stats.metadata)
+        self._reference_factor = psd_factor(self._reference.cov)
+
+    def clear_reference(self) -> None:
+        self._reference, self._reference_factor = None, None
+
+    # ----------------------------------------------------------------------------- housekeeping
+    def reset(self) -> None:
+        keep = None
+        if not self.reset_real_features:
+            keep = {k: getattr(self, f"real_{k}").clone() for k in ("shift", "sum", "outer", "n")}
+        super().reset()
+        self._shift_set = {"real": keep is not None and self._shift_set["real"], "fake": False}
+        if keep is not None:
+            for k, v in keep.items():
+                setattr(self, f"real_{k}", v)
+
+    def set_dtype(self, dst_type: torch.dtype) -> "FrechetDistance":
+        """States stay float64 whatever the module's dtype (precision of the moments)."""
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        if self._reference is not None:  # follow the device of the states
+            dev = self.fake_sum.device
+            self._reference.mean, self._reference.cov = self._reference.mean.to(dev), self._reference.cov.to(dev)
+            if self._reference_factor is not None:
+                self._reference_factor = self._reference_factor.to(dev)
+        return out
+
+
+class FDD(FrechetDistance):
+    """Fréchet distance on the DINO-faces extractor exported by training (``extractor.safetensors``)."""
+
+    def __init__(self, extractor_path: str | Path, **kwargs: Any) -> None:
+        from facefd.models.extractor import load_extractor
+
+        super().__init__(load_extractor(extractor_path), **kwargs)
