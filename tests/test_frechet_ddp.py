@@ -1,0 +1,45 @@
+"""Two CPU processes (gloo): the synchronised metric equals the single-process value."""
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from facefd import FrechetDistance, frechet_distance
+
+
+class Width6(nn.Module):
+    num_features = 6
+
+    def forward(self, x):  # pragma: no cover - features are fed directly
+        raise AssertionError
+
+
+def _worker(rank: int, world: int, init_file: str, real: np.ndarray, fake: np.ndarray, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    m = FrechetDistance(Width6())
+    # uneven shares and different first batches, so each rank has its own shift
+    mine_r = real[:70] if rank == 0 else real[70:]
+    mine_f = fake[:45] if rank == 0 else fake[45:]
+    for part in np.array_split(mine_r, 3):
+        m.update_features(torch.from_numpy(part), real=True)
+    m.update_features(torch.from_numpy(mine_f), real=False)
+    value = m.compute().item()  # every rank computes (rank 0 alone would hang)
+    np.save(f"{out}_{rank}.npy", np.array([value, m.last_counts["real"], m.last_counts["fake"]]))
+    dist.destroy_process_group()
+
+
+def test_two_processes_equal_one(tmp_path):
+    if not dist.is_available():
+        pytest.skip("torch.distributed not available")
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(100, 6)) * 2 + 30
+    real[70:] += 5  # rank 1's data sits elsewhere: its shift differs from rank 0's
+    fake = rng.normal(size=(80, 6)) + 31
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), real, fake, str(tmp_path / "out")), nprocs=2, join=True)
+    want = frechet_distance(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
+    for rank in range(2):
+        value, n_real, n_fake = np.load(tmp_path / f"out_{rank}.npy")
+        assert value == pytest.approx(want, rel=1e-10)
+        assert (n_real, n_fake) == (100, 80)
