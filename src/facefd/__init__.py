@@ -1,6 +1,7 @@
 """facefd: face-domain image statistics (DINO-faces features, FDD, probes, anonymization)."""
+from facefd.callbacks import FDDCallback
 from facefd.metrics import FDD, FrechetDistance, frechet_distance
 from facefd.models.extractor import FeatureExtractor, load_extractor
 
 __version__ = "0.1.0"
-__all__ = ["FDD", "FeatureExtractor", "FrechetDistance", "__version__", "frechet_distance", "load_extractor"]
+__all__ = ["FDD", "FDDCallback", "FeatureExtractor", "FrechetDistance", "__version__", "frechet_distance", "load_extractor"]

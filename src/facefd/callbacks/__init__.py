@@ -1,4 +1,5 @@
 """Lightning callbacks."""
 from facefd.callbacks.export import ExportExtractor
+from facefd.callbacks.fdd import FDDCallback
 
-__all__ = ["ExportExtractor"]
+__all__ = ["ExportExtractor", "FDDCallback"]
