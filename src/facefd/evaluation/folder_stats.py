@@ -1,0 +1,85 @@
+"""Feature statistics of an image folder (or a saved ``.npz``), and the distance between two of them."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from facefd.data.images import BadImagesError, find_bad_images, list_images, load_rgb
+from facefd.metrics.frechet import frechet_distance
+from facefd.metrics.frechet_metric import FrechetDistance
+from facefd.metrics.stats import GaussianStats, StatisticsFileError
+
+log = logging.getLogger(__name__)
+
+
+def resize_image(img: torch.Tensor, size: int) -> torch.Tensor:
+    """The one resize of the metric: antialiased bilinear to ``size x size`` (as FeatureExtractor does)."""
+    if tuple(img.shape[-2:]) == (size, size):
+        return img
+    return F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+class ImageTensors(Dataset):
+    """Float [0, 1] RGB tensors of image files, resized to the extractor's input size so mixed sizes batch."""
+
+    def __init__(self, paths: list[Path], size: Optional[int]) -> None:
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = load_rgb(self.paths[i])
+        x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, 3)
+        x = x.permute(2, 0, 1).float() / 255.0
+        return resize_image(x, self.size) if self.size else x
+
+
+def folder_statistics(metric: FrechetDistance, root: str | Path, batch_size: int = 64, num_workers: int = 2,
+                      skip_bad_images: bool = False, max_images: Optional[int] = None) -> GaussianStats:
+    """Stream every image under ``root`` through the metric's extractor; return mean/cov/count."""
+    paths = list_images(root)
+    if max_images:
+        paths = paths[:max_images]
+    bad = find_bad_images(paths)
+    if bad:
+        if not skip_bad_images:
+            raise BadImagesError(bad)
+        log.warning("skipping %d unreadable image(s) under %s", len(bad), root)
+        skip = {p for p, _ in bad}
+        paths = [p for p in paths if str(p) not in skip]
+    size = getattr(metric.extractor, "input_size", None)
+    loader = DataLoader(ImageTensors(paths, size), batch_size=batch_size, num_workers=num_workers)
+    metric.reset()
+    metric.clear_reference()
+    device = metric.real_sum.device
+    for batch in tqdm(loader, desc=f"features of {Path(root).name}", leave=False):
+        metric.update(batch.to(device), real=True)
+    stats = metric.statistics(True)
+    stats.metadata = {"source": str(root), "num_images": stats.count}
+    return stats
+
+
+def load_or_compute(metric: FrechetDistance, source: str | Path, **kwargs) -> GaussianStats:
+    """``.npz`` statistics (checked against the metric's extractor) or a folder's statistics."""
+    source = Path(source)
+    if source.suffix == ".npz":
+        stats = GaussianStats.load(source)
+        if stats.fingerprint != metric.fingerprint:
+            raise StatisticsFileError(f"{source} was computed with another extractor than metric=...; "
+                                      "recompute it with this extractor")
+        return stats
+    return folder_statistics(metric, source, **kwargs)
+
+
+def distance(metric: FrechetDistance, a: str | Path, b: str | Path, **kwargs) -> dict:
+    sa, sb = load_or_compute(metric, a, **kwargs), load_or_compute(metric, b, **kwargs)
+    value = frechet_distance(sa.mean, sa.cov, sb.mean.to(sa.mean), sb.cov.to(sa.cov))
+    return {"fd": value, "a": str(a), "b": str(b), "n_a": sa.count, "n_b": sb.count,
+            "extractor_fingerprint": metric.fingerprint}

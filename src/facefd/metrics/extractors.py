@@ -1,0 +1,93 @@
+"""Feature extractors for the Fréchet distance, all offline: DINO-faces (FDD), Inception (FID), timm."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from facefd.models.extractor import FeatureExtractor, load_extractor
+
+FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class InceptionFID(nn.Module):
+    """The FID Inception-v3 (TF-ported weights, 2048-d pool features) from torch-fidelity.
+
+    Takes float images in [0, 1]; they are quantised to uint8 as the FID network expects, which
+    resizes to 299x299 itself (torch-fidelity's TF-compatible bilinear resize).
+    """
+
+    num_features = 2048
+
+    def __init__(self, weights_path: str | Path) -> None:
+        super().__init__()
+        path = Path(weights_path).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"FID Inception weights {path} not found: provide the file {FID_WEIGHTS_NAME} "
+                "(the standard pytorch-fid/torch-fidelity weights) and pass its path"
+            )
+        try:
+            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        except ImportError as exc:
+            raise ImportError('metric=fid needs torch-fidelity: pip install -e ".[fid]"') from exc
+        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+        self.fingerprint = hashlib.sha256(f"inception-fid:{_file_sha256(path)}".encode()).hexdigest()
+        self.eval()
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images if images.dtype == torch.uint8 else (images.clamp(0, 1) * 255).round().to(torch.uint8)
+        return self.net(x)[0].reshape(x.shape[0], -1).float()
+
+
+def inception_extractor(weights_path: str | Path) -> InceptionFID:
+    return InceptionFID(weights_path)
+
+
+def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, random_init: bool = False,
+                   input_size: Optional[int] = None) -> FeatureExtractor:
+    """Any timm model's pooled features, with weights from a local file (``.safetensors``/``.pth``).
+
+    ``random_init=True`` keeps random weights on purpose (the "random network" FD of StyleGAN-XL).
+    """
+    import timm
+
+    if weights_path is None and not random_init:
+        raise ValueError(f"timm model {model_name!r} needs local weights: weights_path=<file> "
+                         "(or random_init=true for a randomly initialised network)")
+    kwargs = {"num_classes": 0}
+    if weights_path is not None:
+        path = Path(weights_path).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"weights file {path} for timm model {model_name!r} not found")
+        model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        source = _file_sha256(path)
+    else:
+        model = timm.create_model(model_name, pretrained=False, **kwargs)
+        source = "random"
+    cfg = timm.data.resolve_data_config({}, model=model)
+    size = input_size or int(cfg["input_size"][-1])
+    ext = FeatureExtractor(model.eval(), model.num_features, size, cfg["mean"], cfg["std"])
+    digest = hashlib.sha256(f"timm:{model_name}:{source}:{size}".encode())
+    if source == "random":  # random weights differ per seed: hash them
+        for t in model.state_dict().values():
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    ext.fingerprint = digest.hexdigest()
+    return ext
+
+
+def fdd_extractor(path: str | Path) -> FeatureExtractor:
+    """The DINO-faces extractor exported by ``train.py`` (see :func:`facefd.load_extractor`)."""
+    return load_extractor(path)
