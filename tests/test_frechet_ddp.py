@@ -18,7 +18,7 @@ class Width6(nn.Module):
 
 def _worker(rank: int, world: int, init_file: str, real: np.ndarray, fake: np.ndarray, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    m = FrechetDistance(Width6())
+    m = FrechetDistance(Width6(), reservoir_size=256)
     # uneven shares and different first batches, so each rank has its own shift
     mine_r = real[:70] if rank == 0 else real[70:]
     mine_f = fake[:45] if rank == 0 else fake[45:]
@@ -26,7 +26,9 @@ def _worker(rank: int, world: int, init_file: str, real: np.ndarray, fake: np.nd
         m.update_features(torch.from_numpy(part), real=True)
     m.update_features(torch.from_numpy(mine_f), real=False)
     value = m.compute().item()  # every rank computes (rank 0 alone would hang)
-    np.save(f"{out}_{rank}.npy", np.array([value, m.last_counts["real"], m.last_counts["fake"]]))
+    p = m.compute_prdc(k=5)  # reservoirs of both ranks merged
+    np.save(f"{out}_{rank}.npy", np.array([value, m.last_counts["real"], m.last_counts["fake"],
+                                           p["precision"], p["recall"], p["density"], p["coverage"]]))
     dist.destroy_process_group()
 
 
@@ -39,7 +41,11 @@ def test_two_processes_equal_one(tmp_path):
     fake = rng.normal(size=(80, 6)) + 31
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), real, fake, str(tmp_path / "out")), nprocs=2, join=True)
     want = frechet_distance(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
+    from test_sample_metrics import brute_prdc
+
+    want_prdc = brute_prdc(real.astype(np.float32).astype(np.float64), fake.astype(np.float32).astype(np.float64), 5)
     for rank in range(2):
-        value, n_real, n_fake = np.load(tmp_path / f"out_{rank}.npy")
+        value, n_real, n_fake, *prdc = np.load(tmp_path / f"out_{rank}.npy")
         assert value == pytest.approx(want, rel=1e-10)
         assert (n_real, n_fake) == (100, 80)
+        assert prdc == pytest.approx([want_prdc[k] for k in ("precision", "recall", "density", "coverage")], abs=1e-12)

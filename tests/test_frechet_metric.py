@@ -175,3 +175,13 @@ def test_half_and_set_dtype_leave_states_in_float64():
 def test_feature_share_attribute():
     m = FrechetDistance(LinearFeatures(), normalize=True)
     assert getattr(m, m.feature_network) is m.extractor
+
+
+def test_compute_is_not_stale_after_update_features():
+    m = FrechetDistance(LinearFeatures())
+    rng = np.random.default_rng(0)
+    m.update_features(torch.from_numpy(rng.normal(size=(20, 6))), real=True)
+    m.update_features(torch.from_numpy(rng.normal(size=(20, 6))), real=False)
+    first = m.compute().item()
+    m.update_features(torch.from_numpy(rng.normal(size=(20, 6)) + 3), real=False)
+    assert m.compute().item() > first + 1

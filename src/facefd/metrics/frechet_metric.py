@@ -10,6 +10,8 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from facefd.metrics.frechet import frechet_distance, psd_factor
+from facefd.metrics.kernels import kid, prdc
+from facefd.metrics.reservoir import empty_reservoir, reservoir_add, reservoir_merge
 from facefd.metrics.stats import GaussianStats, StatisticsFileError
 
 _SETS = ("real", "fake")
@@ -42,6 +44,10 @@ class FrechetDistance(Metric):
       and summed in ``compute`` -- exact, and ``compute`` must run on every rank.
     * A fixed reference (``load_reference``) replaces the real statistics, is not synchronised (every
       rank holds it) and its covariance factor is cached, so repeated ``compute`` calls are cheap.
+    * ``reservoir_size > 0`` also keeps a uniform sample of at most that many features per set and
+      process (float32; merged exactly across processes), which enables :meth:`compute_ci`
+      (bootstrap), :meth:`compute_fd_infinity` (Chong & Forsyth), :meth:`compute_kid` and
+      :meth:`compute_prdc`. Memory stays fixed: ``2 * reservoir_size * num_features * 4`` bytes.
     """
 
     higher_is_better = False
@@ -50,7 +56,8 @@ class FrechetDistance(Metric):
     feature_network: str = "extractor"  # for torchmetrics' FeatureShare
 
     def __init__(self, feature_extractor: nn.Module, normalize: bool = False, reset_real_features: bool = True,
-                 num_features: Optional[int] = None, **kwargs: Any) -> None:
+                 num_features: Optional[int] = None, reservoir_size: int = 0, reservoir_seed: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not isinstance(feature_extractor, nn.Module):
             raise TypeError(f"feature_extractor must be an nn.Module, got {type(feature_extractor).__name__}")
@@ -69,6 +76,12 @@ class FrechetDistance(Metric):
             self.add_state(f"{s}_sum", torch.zeros(d, dtype=torch.float64), dist_reduce_fx=None)
             self.add_state(f"{s}_outer", torch.zeros(d, d, dtype=torch.float64), dist_reduce_fx=None)
             self.add_state(f"{s}_n", torch.zeros((), dtype=torch.float64), dist_reduce_fx=None)
+            if reservoir_size > 0:
+                rows, keys = empty_reservoir(reservoir_size, d)
+                self.add_state(f"{s}_res_rows", rows, dist_reduce_fx=None)
+                self.add_state(f"{s}_res_keys", keys, dist_reduce_fx=None)
+        self.reservoir_size, self.reservoir_seed = reservoir_size, reservoir_seed
+        self._key_generators: dict[str, torch.Generator] = {}
         self._shift_set = {s: False for s in _SETS}
         self._reference: Optional[GaussianStats] = None
         self._reference_factor: Optional[Tensor] = None
@@ -115,6 +128,8 @@ class FrechetDistance(Metric):
         if feats.ndim != 2 or feats.shape[1] != self.num_features:
             raise ValueError(f"features must be [N, {self.num_features}], got {tuple(feats.shape)}")
         x = feats.to(torch.float64)
+        self._computed = None  # what torchmetrics' update wrapper does: a cached compute() is stale now
+        self._update_count += 1
         shift = getattr(self, f"{s}_shift")
         if not self._shift_set[s]:
             shift.copy_(x.mean(0))
@@ -123,6 +138,19 @@ class FrechetDistance(Metric):
         getattr(self, f"{s}_sum").add_(x.sum(0))
         getattr(self, f"{s}_outer").addmm_(x.T, x)
         getattr(self, f"{s}_n").add_(x.shape[0])
+        if self.reservoir_size:
+            keys = torch.rand(x.shape[0], generator=self._keys(s), dtype=torch.float64)
+            reservoir_add(getattr(self, f"{s}_res_rows"), getattr(self, f"{s}_res_keys"), feats.float(), keys)
+
+    def _keys(self, s: str) -> torch.Generator:
+        """Key stream of one set's reservoir: its own per set and per process."""
+        if s not in self._key_generators:
+            import torch.distributed as dist
+
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            seed = self.reservoir_seed * 100_003 + 2 * rank + _SETS.index(s)
+            self._key_generators[s] = torch.Generator().manual_seed(seed)
+        return self._key_generators[s]
 
     # ----------------------------------------------------------------------------- statistics
     def _merged(self, s: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -155,12 +183,89 @@ class FrechetDistance(Metric):
         return GaussianStats(mean, (cov + cov.T) / 2, count, self.fingerprint)
 
     def compute(self) -> Tensor:
+        return self._distance()
+
+    def _distance(self) -> Tensor:
+        """The distance of the current (already synchronised, inside compute) states."""
         real, fake = self.statistics(True), self.statistics(False)
         self.last_counts = {"real": real.count, "fake": fake.count}
         factor = self._reference_factor if self._reference is not None else None
         fd = frechet_distance(real.mean.to(fake.mean), real.cov.to(fake.cov), fake.mean, fake.cov,
                               factor1=None if factor is None else factor.to(fake.cov))
         return torch.tensor(fd, dtype=torch.float64, device=fake.mean.device)
+
+    # ----------------------------------------------------------------------------- sample-based extras
+    def features(self, real: bool) -> Tensor:
+        """The reservoir sample of one set (all processes' merged when called under ``sync_context``)."""
+        if not self.reservoir_size:
+            raise RuntimeError("this needs stored features: create the metric with reservoir_size > 0")
+        s = "real" if real else "fake"
+        if real and self._reference is not None:
+            raise RuntimeError("reference statistics are loaded: there are no real features for this "
+                               "(stream real images with a reservoir instead)")
+        return reservoir_merge(getattr(self, f"{s}_res_rows"), getattr(self, f"{s}_res_keys"))
+
+    @staticmethod
+    def _gaussian(rows: Tensor) -> tuple[Tensor, Tensor]:
+        x = rows.double()
+        return x.mean(0), torch.cov(x.T).reshape(x.shape[1], x.shape[1])
+
+    def compute_ci(self, n_boot: int = 100, alpha: float = 0.05, seed: int = 0) -> dict[str, float]:
+        """Bootstrap percentile interval of the distance: the generated features are resampled with
+        replacement (and the real ones too unless a reference file is fixed). Exact when the reservoir
+        holds every sample (``reservoir_size >= N``); otherwise it is the interval at the reservoir's N."""
+        with self.sync_context(should_sync=True, should_unsync=True):
+            value = float(self._distance())
+            fake = self.features(False)
+            real = None if self._reference is not None else self.features(True)
+            ref = self.statistics(True)
+            factor = self._reference_factor if real is None else None
+            g = torch.Generator().manual_seed(seed)
+            boots = []
+            for _ in range(n_boot):
+                mf, cf = self._gaussian(fake[torch.randint(len(fake), (len(fake),), generator=g).to(fake.device)])
+                if real is None:
+                    mr, cr = ref.mean.to(mf), ref.cov.to(cf)
+                else:
+                    mr, cr = self._gaussian(real[torch.randint(len(real), (len(real),), generator=g).to(real.device)])
+                boots.append(frechet_distance(mr, cr, mf, cf, factor1=None if factor is None else factor.to(cf)))
+        lo, hi = torch.tensor(boots, dtype=torch.float64).quantile(torch.tensor([alpha / 2, 1 - alpha / 2],
+                                                                                 dtype=torch.float64)).tolist()
+        return {"fd": value, "low": lo, "high": hi, "alpha": alpha, "n_boot": n_boot, "n_fake_resampled": len(fake)}
+
+    def compute_fd_infinity(self, num_points: int = 15, min_size: Optional[int] = None, seed: int = 0) -> dict:
+        """FD∞ of Chong & Forsyth (2020): FD of generated subsets of ~15 sizes against the full real
+        statistics, a line fitted against 1/N, and its intercept (the bias-free value at N = ∞)."""
+        with self.sync_context(should_sync=True, should_unsync=True):
+            fake = self.features(False)
+            ref = self.statistics(True)
+            n = len(fake)
+            lo = min_size or max(2, n // 5)
+            if n < 3 or lo >= n:
+                raise RuntimeError(f"FD∞ needs a reservoir of generated features larger than min_size={lo} (has {n})")
+            sizes = sorted({int(round(1 / v)) for v in torch.linspace(1 / lo, 1 / n, num_points).tolist()})
+            factor = self._reference_factor if self._reference is not None else psd_factor(ref.cov.double())
+            g = torch.Generator().manual_seed(seed)
+            values = []
+            for size in sizes:
+                mf, cf = self._gaussian(fake[torch.randperm(n, generator=g)[:size].to(fake.device)])
+                values.append(frechet_distance(ref.mean.to(mf), ref.cov.to(cf), mf, cf, factor1=factor.to(cf)))
+        inv = torch.tensor([1.0 / s for s in sizes], dtype=torch.float64)
+        design = torch.stack([torch.ones_like(inv), inv], dim=1)
+        intercept, slope = torch.linalg.lstsq(design, torch.tensor(values, dtype=torch.float64)[:, None]).solution[:, 0]
+        return {"fd_infinity": float(intercept), "slope": float(slope), "sizes": sizes, "values": values}
+
+    def compute_kid(self, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
+        """KID: unbiased polynomial-kernel MMD² over random subsets of the two reservoirs."""
+        with self.sync_context(should_sync=True, should_unsync=True):
+            mean, std = kid(self.features(True), self.features(False), subsets, subset_size,
+                            torch.Generator().manual_seed(seed))
+        return {"kid_mean": mean, "kid_std": std}
+
+    def compute_prdc(self, k: int = 5) -> dict[str, float]:
+        """Precision/recall/density/coverage (k-NN manifolds) of the two reservoirs."""
+        with self.sync_context(should_sync=True, should_unsync=True):
+            return prdc(self.features(True), self.features(False), k)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -200,7 +305,8 @@ class FrechetDistance(Metric):
     def reset(self) -> None:
         keep = None
         if not self.reset_real_features:
-            keep = {k: getattr(self, f"real_{k}").clone() for k in ("shift", "sum", "outer", "n")}
+            names = ("shift", "sum", "outer", "n") + (("res_rows", "res_keys") if self.reservoir_size else ())
+            keep = {k: getattr(self, f"real_{k}").clone() for k in names}
         super().reset()
         self._shift_set = {"real": keep is not None and self._shift_set["real"], "fake": False}
         if keep is not None:

@@ -1,0 +1,151 @@
+"""Reservoir, KID, PRDC, bootstrap CI and FD∞ against brute-force references written here."""
+import numpy as np
+import pytest
+import torch
+
+from facefd import FrechetDistance, frechet_distance
+from facefd.metrics.kernels import polynomial_mmd2_unbiased
+from facefd.metrics.reservoir import empty_reservoir, reservoir_add, reservoir_merge
+from test_frechet_metric import LinearFeatures
+
+
+def stream(metric, x, real, chunk=37):
+    for part in torch.from_numpy(x).split(chunk):
+        metric.update_features(part, real=real)
+
+
+def test_reservoir_keeps_everything_until_full_then_a_uniform_sample():
+    rows, keys = empty_reservoir(50, 1)
+    data = torch.arange(30, dtype=torch.float32)[:, None]
+    g = torch.Generator().manual_seed(0)
+    reservoir_add(rows, keys, data, torch.rand(30, generator=g, dtype=torch.float64))
+    assert sorted(reservoir_merge(rows, keys)[:, 0].tolist()) == list(range(30))
+    # inclusion frequency of each of 200 items in a 50-slot reservoir over many streams: ~1/4 each
+    hits = torch.zeros(200)
+    for trial in range(400):
+        rows, keys = empty_reservoir(50, 1)
+        g = torch.Generator().manual_seed(trial)
+        for part in torch.arange(200, dtype=torch.float32)[:, None].split(23):
+            reservoir_add(rows, keys, part, torch.rand(len(part), generator=g, dtype=torch.float64))
+        kept = reservoir_merge(rows, keys)[:, 0].long()
+        assert len(kept) == 50 and len(set(kept.tolist())) == 50
+        hits[kept] += 1
+    freq = hits / 400
+    assert abs(freq.mean() - 0.25) < 1e-6 and freq.min() > 0.15 and freq.max() < 0.35
+    # early and late items are equally likely (no bias towards the start or the end of the stream)
+    assert abs(freq[:100].mean() - freq[100:].mean()) < 0.02
+
+
+def test_merging_gathered_reservoirs_keeps_the_smallest_keys():
+    rows = torch.arange(12, dtype=torch.float32).view(2, 6, 1)
+    keys = torch.tensor([[0.9, 0.1, 0.5, float("inf"), 0.3, 0.8], [0.2, 0.05, 0.7, 0.6, 0.4, 0.95]], dtype=torch.float64)
+    merged = reservoir_merge(rows, keys)[:, 0].tolist()
+    assert merged == [7.0, 1.0, 6.0, 4.0, 10.0, 2.0]  # keys 0.05, 0.1, 0.2, 0.3, 0.4, 0.5
+
+
+def test_kid_equals_brute_force_mmd():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 5)), rng.normal(size=(30, 5)) + 0.3
+
+    def k(a, b):
+        return (a @ b.T / 5 + 1) ** 3
+
+    m, n = len(x), len(y)
+    want = ((k(x, x).sum() - np.trace(k(x, x))) / (m * (m - 1)) + (k(y, y).sum() - np.trace(k(y, y))) / (n * (n - 1))
+            - 2 * k(x, y).mean())
+    assert float(polynomial_mmd2_unbiased(torch.from_numpy(x), torch.from_numpy(y))) == pytest.approx(want, rel=1e-10)
+
+    metric = FrechetDistance(LinearFeatures(), reservoir_size=100)
+    stream(metric, rng.normal(size=(60, 6)), True)
+    stream(metric, rng.normal(size=(60, 6)) + 1, False)
+    # subsets as large as the sets: every subset is the whole set, so KID is the full unbiased MMD²
+    out = metric.compute_kid(subsets=3, subset_size=60)
+    full = float(polynomial_mmd2_unbiased(metric.features(True).double(), metric.features(False).double()))
+    assert out["kid_mean"] == pytest.approx(full, rel=1e-9) and out["kid_std"] < 1e-9 * abs(full) + 1e-15
+
+
+def brute_prdc(real, fake, k):
+    def radii(a):
+        d = np.linalg.norm(a[:, None] - a[None], axis=-1)
+        return np.sort(d, axis=1)[:, k]
+    rr, rf = radii(real), radii(fake)
+    d = np.linalg.norm(real[:, None] - fake[None], axis=-1)
+    precision = np.mean([any(d[i, j] < rr[i] for i in range(len(real))) for j in range(len(fake))])
+    recall = np.mean([any(d[i, j] < rf[j] for j in range(len(fake))) for i in range(len(real))])
+    density = np.mean([sum(d[i, j] < rr[i] for i in range(len(real))) for j in range(len(fake))]) / k
+    coverage = np.mean([d[i].min() < rr[i] for i in range(len(real))])
+    return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
+
+
+def test_prdc_equals_brute_force():
+    rng = np.random.default_rng(1)
+    real, fake = rng.normal(size=(50, 6)), rng.normal(size=(40, 6)) * 1.3 + 0.4
+    metric = FrechetDistance(LinearFeatures(), reservoir_size=64)
+    stream(metric, real, True)
+    stream(metric, fake, False)
+    got = metric.compute_prdc(k=5)
+    # the reservoir holds every feature (in a shuffled order), so the sets are the same
+    want = brute_prdc(metric.features(True).double().numpy(), metric.features(False).double().numpy(), 5)
+    assert got == pytest.approx(want, abs=1e-12)
+    assert 0 < got["precision"] < 1 and 0 < got["coverage"] <= 1
+
+
+def gaussians(seed, n_real, n_fake, d=8):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(d, d)) / np.sqrt(d)
+    cov_r, cov_f = a @ a.T + 0.5 * np.eye(d), a @ a.T + 0.8 * np.eye(d)
+    mu_f = np.full(d, 0.3)
+    real = rng.multivariate_normal(np.zeros(d), cov_r, n_real)
+    fake = rng.multivariate_normal(mu_f, cov_f, n_fake)
+    return real, fake, frechet_distance(np.zeros(d), cov_r, mu_f, cov_f)
+
+
+class Width8(LinearFeatures):
+    num_features = 8
+
+
+def test_bootstrap_interval_covers_the_estimate_and_shrinks_with_n():
+    widths = []
+    for n in (200, 2000):
+        real, fake, true_fd = gaussians(2, n, n)
+        m = FrechetDistance(Width8(), reservoir_size=n)
+        stream(m, real, True, chunk=500)
+        stream(m, fake, False, chunk=500)
+        ci = m.compute_ci(n_boot=200, alpha=0.1, seed=0)
+        assert ci["low"] < ci["fd"] < ci["high"]
+        widths.append(ci["high"] - ci["low"])
+    assert widths[1] < widths[0] / 2  # ~1/sqrt(N)
+
+
+class Width32(LinearFeatures):
+    num_features = 32
+
+
+def test_fd_infinity_removes_the_small_sample_bias(tmp_path):
+    # d=32: FD of N samples is biased upwards by ~c/N. FD∞ (15 subset sizes 250..5000, line in 1/N,
+    # intercept) must land near the true distance although FD at N=250 is ~40 % too high.
+    for seed in (3, 4, 5):
+        real, fake, true_fd = gaussians(seed, 40000, 5000, d=32)
+        m = FrechetDistance(Width32(), reservoir_size=5000)
+        stream(m, real, True, chunk=10000)
+        stream(m, fake, False, chunk=1000)
+        out = m.compute_fd_infinity(num_points=15, min_size=250, seed=0)
+        assert len(out["sizes"]) == 15 and out["sizes"][0] == 250 and out["sizes"][-1] == 5000
+        assert out["slope"] > 0 and out["values"][0] > 1.3 * true_fd
+        assert out["fd_infinity"] == pytest.approx(true_fd, rel=0.05)
+    # with a fixed reference file, as in the callback, the same numbers come out
+    m.save_reference(tmp_path / "ref.npz")
+    fixed = FrechetDistance(Width32(), reservoir_size=5000)
+    fixed.load_reference(tmp_path / "ref.npz")
+    stream(fixed, fake, False, chunk=1000)
+    assert fixed.compute_fd_infinity(num_points=15, min_size=250, seed=0)["fd_infinity"] == pytest.approx(
+        out["fd_infinity"], rel=1e-9)
+    with pytest.raises(RuntimeError, match="no real features"):
+        fixed.compute_kid()
+
+
+def test_extras_need_a_reservoir():
+    m = FrechetDistance(LinearFeatures())
+    stream(m, np.random.default_rng(0).normal(size=(10, 6)), True)
+    with pytest.raises(RuntimeError, match="reservoir_size"):
+        m.compute_prdc()
