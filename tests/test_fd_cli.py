@@ -97,3 +97,25 @@ def test_timm_extractor_loads_local_weights(tmp_path):
     torch.testing.assert_close(ext(x), src.eval()(ext.preprocess(x)))
     m = FrechetDistance(ext, normalize=True)
     assert m.num_features == ext.num_features and m.fingerprint == ext.fingerprint
+
+
+def test_fid_inception_loads_local_weights(tmp_path, monkeypatch):
+    """The real FID network from torch-fidelity, with random weights saved by the test (no download)."""
+    tfi = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    with monkeypatch.context() as patch:  # build the architecture once without its (downloaded) weights
+        patch.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: {})
+        patch.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+        torch.manual_seed(0)
+        random_net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    weights = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(random_net.state_dict(), weights)
+
+    ext = inception_extractor(weights)
+    assert ext.num_features == 2048 and ext.card["input_size"] == 299
+    images = torch.rand(2, 3, 64, 48)
+    feats = ext(images)
+    want = random_net((images * 255).round().to(torch.uint8))[0].reshape(2, -1)
+    assert feats.shape == (2, 2048)
+    torch.testing.assert_close(feats, want)
+    m = FrechetDistance(ext, normalize=True)
+    assert m.num_features == 2048 and m.fingerprint == ext.fingerprint

@@ -85,3 +85,38 @@ def test_every_n_epochs_and_missing_sample_method(tmp_path):
 
     with pytest.raises(ValueError, match="extractor_path"):
         FDDCallback(ref, num_samples=10)
+
+
+class FDInsideModule(pl.LightningModule):
+    """A module that owns the metric and logs it with self.log, as torchmetrics users do."""
+
+    def __init__(self, ext):
+        super().__init__()
+        self.fd = FrechetDistance(ext, normalize=True)
+        self.layer = nn.Linear(1, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(torch.ones(1, 1)).sum()
+
+    def validation_step(self, batch, batch_idx):
+        real, fake = batch
+        self.fd.update(real, real=True)
+        self.fd.update(fake, real=False)
+        self.log("val/fd", self.fd, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_metric_logged_with_self_log_equals_the_formula():
+    ext = LinearFeatures()
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.rand(64, 3, 4, 4, generator=g), torch.rand(64, 3, 4, 4, generator=g) * 0.8
+    model = FDInsideModule(ext)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0)
+    loader = DataLoader(TensorDataset(real, fake), batch_size=16)
+    trainer.fit(model, DataLoader(TensorDataset(real), batch_size=64), loader)
+    fr, ff = numpy_features(ext, real), numpy_features(ext, fake)
+    want = scipy_reference(fr.mean(0), np.cov(fr, rowvar=False), ff.mean(0), np.cov(ff, rowvar=False))
+    assert float(trainer.callback_metrics["val/fd"]) == pytest.approx(want, rel=1e-4)

@@ -44,6 +44,9 @@ class InceptionFID(nn.Module):
             raise ImportError('metric=fid needs torch-fidelity: pip install -e ".[fid]"') from exc
         self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
         self.fingerprint = hashlib.sha256(f"inception-fid:{_file_sha256(path)}".encode()).hexdigest()
+        self.card = {"backbone": {"target": "torch_fidelity inception-v3-compat", "weights": path.name},
+                     "input_size": 299, "resize": "uint8 input, torch-fidelity TF-compatible bilinear to 299",
+                     "preprocessing_version": 1}
         self.eval()
 
     @torch.no_grad()
@@ -85,6 +88,9 @@ def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, r
         for t in model.state_dict().values():
             digest.update(t.detach().cpu().contiguous().numpy().tobytes())
     ext.fingerprint = digest.hexdigest()
+    ext.card = {"backbone": {"target": "timm.create_model", "kwargs": {"model_name": model_name}, "weights": source},
+                "input_size": size, "mean": list(cfg["mean"]), "std": list(cfg["std"]),
+                "resize": "bilinear, antialias=True, to input_size x input_size", "preprocessing_version": 1}
     return ext
 
 
