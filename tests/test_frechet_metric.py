@@ -146,8 +146,11 @@ def test_errors_for_bad_shapes_nan_and_too_few_samples():
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
         m.update(torch.rand(3, 4, 4), real=True)
     nan_ext = LinearFeatures(offset=float("nan"))
-    with pytest.raises(ValueError, match="NaN"):
-        FrechetDistance(nan_ext, normalize=True).update(images(2, 0), real=True)
+    nan_metric = FrechetDistance(nan_ext, normalize=True)
+    nan_metric.update(images(3, 0), real=True)
+    nan_metric.update(images(3, 1), real=False)
+    with pytest.raises(ValueError, match="6 image\\(s\\) gave NaN/inf"):
+        nan_metric.compute()
 
     class Wrong(nn.Module):
         num_features = 6

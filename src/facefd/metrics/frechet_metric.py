@@ -82,6 +82,8 @@ class FrechetDistance(Metric):
                 self.add_state(f"{s}_res_keys", keys, dist_reduce_fx=None)
         self.reservoir_size, self.reservoir_seed = reservoir_size, reservoir_seed
         self._key_generators: dict[str, torch.Generator] = {}
+        # rows with NaN/inf features, counted on the device and checked in compute (no per-batch sync)
+        self.add_state("nonfinite", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self._shift_set = {s: False for s in _SETS}
         self._reference: Optional[GaussianStats] = None
         self._reference_factor: Optional[Tensor] = None
@@ -101,15 +103,14 @@ class FrechetDistance(Metric):
 
     @torch.no_grad()
     def extract(self, imgs: Tensor) -> Tensor:
-        """Features of a batch, float32 outside autocast, checked for shape and finiteness."""
+        """Features of a batch, float32 outside autocast, checked for shape (finiteness: at compute,
+        so that updates never wait for the GPU)."""
         x = self._images_to_float(imgs)
         with torch.autocast(device_type=x.device.type, enabled=False):
             feats = self.extractor(x)
         if feats.ndim != 2 or feats.shape != (imgs.shape[0], self.num_features):
             raise ValueError(f"extractor returned shape {tuple(feats.shape)}, expected "
                              f"[{imgs.shape[0]}, {self.num_features}]")
-        if not torch.isfinite(feats).all():
-            raise ValueError("extractor returned NaN/inf features; check the images and the extractor weights")
         return feats
 
     def update(self, imgs: Tensor, real: bool) -> None:  # type: ignore[override]
@@ -128,6 +129,7 @@ class FrechetDistance(Metric):
         if feats.ndim != 2 or feats.shape[1] != self.num_features:
             raise ValueError(f"features must be [N, {self.num_features}], got {tuple(feats.shape)}")
         x = feats.to(torch.float64)
+        self.nonfinite.add_((~torch.isfinite(x)).any(dim=1).sum())
         self._computed = None  # what torchmetrics' update wrapper does: a cached compute() is stale now
         self._update_count += 1
         shift = getattr(self, f"{s}_shift")
@@ -169,8 +171,15 @@ class FrechetDistance(Metric):
               + n[:, None, None] * delta[:, :, None] * delta[:, None, :]).sum(0)
         return c, s1, s2, n.sum()
 
+    def _check_finite(self) -> None:
+        bad = int(self.nonfinite.sum().item())
+        if bad:
+            raise ValueError(f"{bad} image(s) gave NaN/inf features; check the images and the extractor weights "
+                             "(reset() clears the metric)")
+
     def statistics(self, real: bool) -> GaussianStats:
         """Mean and unbiased covariance of one set (synchronised when called inside ``compute``)."""
+        self._check_finite()
         if real and self._reference is not None:
             return self._reference
         s = "real" if real else "fake"
