@@ -82,8 +82,6 @@ class FrechetDistance(Metric):
                 self.add_state(f"{s}_res_keys", keys, dist_reduce_fx=None)
         self.reservoir_size, self.reservoir_seed = reservoir_size, reservoir_seed
         self._key_generators: dict[str, torch.Generator] = {}
-        # rows with NaN/inf features, counted on the device and checked in compute (no per-batch sync)
-        self.add_state("nonfinite", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self._shift_set = {s: False for s in _SETS}
         self._reference: Optional[GaussianStats] = None
         self._reference_factor: Optional[Tensor] = None
@@ -129,7 +127,6 @@ class FrechetDistance(Metric):
         if feats.ndim != 2 or feats.shape[1] != self.num_features:
             raise ValueError(f"features must be [N, {self.num_features}], got {tuple(feats.shape)}")
         x = feats.to(torch.float64)
-        self.nonfinite.add_((~torch.isfinite(x)).any(dim=1).sum())
         self._computed = None  # what torchmetrics' update wrapper does: a cached compute() is stale now
         self._update_count += 1
         shift = getattr(self, f"{s}_shift")
@@ -171,18 +168,15 @@ class FrechetDistance(Metric):
               + n[:, None, None] * delta[:, :, None] * delta[:, None, :]).sum(0)
         return c, s1, s2, n.sum()
 
-    def _check_finite(self) -> None:
-        bad = int(self.nonfinite.sum().item())
-        if bad:
-            raise ValueError(f"{bad} image(s) gave NaN/inf features; check the images and the extractor weights "
-                             "(reset() clears the metric)")
-
     def statistics(self, real: bool) -> GaussianStats:
         """Mean and unbiased covariance of one set (synchronised when called inside ``compute``)."""
-        self._check_finite()
         if real and self._reference is not None:
             return self._reference
         s = "real" if real else "fake"
+        # A NaN/inf feature poisons the running sums for good: checking them here costs nothing per update.
+        if not (torch.isfinite(getattr(self, f"{s}_sum")).all() and torch.isfinite(getattr(self, f"{s}_outer")).all()):
+            raise ValueError(f"NaN/inf features were accumulated in the {s} set; check the images and the extractor "
+                             "weights (reset() clears the metric)")
         shift, s1, s2, n = self._merged(s)
         count = int(n.item())
         if count < 2:
