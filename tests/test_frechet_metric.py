@@ -172,7 +172,7 @@ def test_half_and_set_dtype_leave_states_in_float64():
     m = FrechetDistance(LinearFeatures(), normalize=True)
     m.half()
     m.set_dtype(torch.float16)
-    assert m.real_outer.dtype == torch.float64 and m.fake_sum.dtype == torch.float64
+    assert m.real_moments.dtype == torch.float64 and m.fake_shift.dtype == torch.float64
 
 
 def test_feature_share_attribute():

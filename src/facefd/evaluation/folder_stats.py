@@ -58,7 +58,7 @@ def folder_statistics(metric: FrechetDistance, root: str | Path, batch_size: int
     loader = DataLoader(ImageTensors(paths, size), batch_size=batch_size, num_workers=num_workers)
     metric.reset()
     metric.clear_reference()
-    device = metric.real_sum.device
+    device = metric.real_moments.device
     for batch in tqdm(loader, desc=f"features of {Path(root).name}", leave=False):
         metric.update(batch.to(device), real=True)
     stats = metric.statistics(True)

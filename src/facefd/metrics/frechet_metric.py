@@ -38,9 +38,10 @@ class FrechetDistance(Metric):
     * Images: ``normalize=False`` expects uint8 in [0, 255], ``normalize=True`` floats in [0, 1];
       either way the extractor receives float32 in [0, 1] (outside autocast) and does its own
       resizing and normalisation (see :class:`facefd.FeatureExtractor`).
-    * State: float64 sums of ``x - shift`` and ``(x - shift)(x - shift)^T`` with ``shift`` the first
-      batch's mean on each process (precision for large feature magnitudes); memory does not grow
-      with the number of images. Under DDP the per-process sums are gathered, re-based to one shift
+    * State: per set one float64 matrix, the sum of ``[x - shift, 1]^T [x - shift, 1]`` (outer
+      products, sums and count together; ``shift`` is the first batch's mean on each process, for
+      precision with large feature magnitudes). An update is one fused cast-and-subtract and one
+      ``addmm``; memory does not grow with the number of images. Under DDP the per-process sums are gathered, re-based to one shift
       and summed in ``compute`` -- exact, and ``compute`` must run on every rank.
     * A fixed reference (``load_reference``) replaces the real statistics, is not synchronised (every
       rank holds it) and its covariance factor is cached, so repeated ``compute`` calls are cheap.
@@ -73,9 +74,8 @@ class FrechetDistance(Metric):
         for s in _SETS:
             # reduce=None: gathered as [world, ...] and merged exactly in compute (per-rank shifts differ)
             self.add_state(f"{s}_shift", torch.zeros(d, dtype=torch.float64), dist_reduce_fx=None)
-            self.add_state(f"{s}_sum", torch.zeros(d, dtype=torch.float64), dist_reduce_fx=None)
-            self.add_state(f"{s}_outer", torch.zeros(d, d, dtype=torch.float64), dist_reduce_fx=None)
-            self.add_state(f"{s}_n", torch.zeros((), dtype=torch.float64), dist_reduce_fx=None)
+            # sum over images of [x - shift, 1]^T [x - shift, 1]: outer products, sums and count in one matrix
+            self.add_state(f"{s}_moments", torch.zeros(d + 1, d + 1, dtype=torch.float64), dist_reduce_fx=None)
             if reservoir_size > 0:
                 rows, keys = empty_reservoir(reservoir_size, d)
                 self.add_state(f"{s}_res_rows", rows, dist_reduce_fx=None)
@@ -83,6 +83,7 @@ class FrechetDistance(Metric):
         self.reservoir_size, self.reservoir_seed = reservoir_size, reservoir_seed
         self._key_generators: dict[str, torch.Generator] = {}
         self._shift_set = {s: False for s in _SETS}
+        self._buffer: Optional[Tensor] = None  # [rows, D + 1] float64 with a column of ones, reused
         self._reference: Optional[GaussianStats] = None
         self._reference_factor: Optional[Tensor] = None
 
@@ -126,20 +127,26 @@ class FrechetDistance(Metric):
                                "(call clear_reference() to stream real images again)")
         if feats.ndim != 2 or feats.shape[1] != self.num_features:
             raise ValueError(f"features must be [N, {self.num_features}], got {tuple(feats.shape)}")
-        x = feats.to(torch.float64)
         self._computed = None  # what torchmetrics' update wrapper does: a cached compute() is stale now
         self._update_count += 1
         shift = getattr(self, f"{s}_shift")
         if not self._shift_set[s]:
-            shift.copy_(x.mean(0))
+            shift.copy_(feats.to(torch.float64).mean(0))
             self._shift_set[s] = True
-        x = x - shift
-        getattr(self, f"{s}_sum").add_(x.sum(0))
-        getattr(self, f"{s}_outer").addmm_(x.T, x)
-        getattr(self, f"{s}_n").add_(x.shape[0])
+        rows = self._rows(feats.shape[0], shift.device)
+        torch.sub(feats, shift, out=rows[:, :-1])  # cast to float64 and centre in one kernel
+        getattr(self, f"{s}_moments").addmm_(rows.T, rows)
         if self.reservoir_size:
-            keys = torch.rand(x.shape[0], generator=self._keys(s), dtype=torch.float64)
+            keys = torch.rand(feats.shape[0], generator=self._keys(s), dtype=torch.float64)
             reservoir_add(getattr(self, f"{s}_res_rows"), getattr(self, f"{s}_res_keys"), feats.float(), keys)
+
+    def _rows(self, n: int, device: torch.device) -> Tensor:
+        """A reusable [n, D + 1] float64 buffer whose last column is 1 (so one GEMM also sums and counts)."""
+        buf = self._buffer
+        if buf is None or buf.shape[0] < n or buf.device != device:
+            buf = torch.ones(max(n, 1), self.num_features + 1, dtype=torch.float64, device=device)
+            self._buffer = buf
+        return buf[:n]
 
     def _keys(self, s: str) -> torch.Generator:
         """Key stream of one set's reservoir: its own per set and per process."""
@@ -154,7 +161,9 @@ class FrechetDistance(Metric):
     # ----------------------------------------------------------------------------- statistics
     def _merged(self, s: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(shift, sum, outer, n) of all processes re-based to the first process's shift."""
-        shift, total, outer, n = (getattr(self, f"{s}_{k}") for k in ("shift", "sum", "outer", "n"))
+        shift, moments = getattr(self, f"{s}_shift"), getattr(self, f"{s}_moments")
+        d = self.num_features
+        total, outer, n = moments[..., :d, d], moments[..., :d, :d], moments[..., d, d]
         if total.ndim == 1:  # not gathered
             return shift, total, outer, n
         used = n > 0
@@ -174,7 +183,7 @@ class FrechetDistance(Metric):
             return self._reference
         s = "real" if real else "fake"
         # A NaN/inf feature poisons the running sums for good: checking them here costs nothing per update.
-        if not (torch.isfinite(getattr(self, f"{s}_sum")).all() and torch.isfinite(getattr(self, f"{s}_outer")).all()):
+        if not torch.isfinite(getattr(self, f"{s}_moments")).all():
             raise ValueError(f"NaN/inf features were accumulated in the {s} set; check the images and the extractor "
                              "weights (reset() clears the metric)")
         shift, s1, s2, n = self._merged(s)
@@ -273,8 +282,9 @@ class FrechetDistance(Metric):
     @property
     def counts(self) -> dict[str, int]:
         """Sample counts of this process (FD depends strongly on N: report it with the value)."""
-        real = self._reference.count if self._reference is not None else int(self.real_n.sum().item())
-        return {"real": real, "fake": int(self.fake_n.sum().item())}
+        d = self.num_features
+        real = self._reference.count if self._reference is not None else int(self.real_moments[..., d, d].sum().item())
+        return {"real": real, "fake": int(self.fake_moments[..., d, d].sum().item())}
 
     # ----------------------------------------------------------------------------- reference files
     def save_reference(self, path: str | Path, metadata: Optional[dict[str, Any]] = None) -> Path:
@@ -296,7 +306,7 @@ class FrechetDistance(Metric):
             raise StatisticsFileError(
                 f"{path} was computed with another extractor (fingerprint {stats.fingerprint[:12] or 'none'}..., "
                 f"this one is {self.fingerprint[:12]}...); recompute the statistics with this extractor")
-        device = self.fake_sum.device
+        device = self.fake_moments.device
         self._reference = GaussianStats(stats.mean.to(device), stats.cov.to(device), stats.count, stats.fingerprint,
                                         stats.metadata)
         self._reference_factor = psd_factor(self._reference.cov)
@@ -308,7 +318,7 @@ class FrechetDistance(Metric):
     def reset(self) -> None:
         keep = None
         if not self.reset_real_features:
-            names = ("shift", "sum", "outer", "n") + (("res_rows", "res_keys") if self.reservoir_size else ())
+            names = ("shift", "moments") + (("res_rows", "res_keys") if self.reservoir_size else ())
             keep = {k: getattr(self, f"real_{k}").clone() for k in names}
         super().reset()
         self._shift_set = {"real": keep is not None and self._shift_set["real"], "fake": False}
@@ -323,7 +333,7 @@ class FrechetDistance(Metric):
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
         if self._reference is not None:  # follow the device of the states
-            dev = self.fake_sum.device
+            dev = self.fake_moments.device
             self._reference.mean, self._reference.cov = self._reference.mean.to(dev), self._reference.cov.to(dev)
             if self._reference_factor is not None:
                 self._reference_factor = self._reference_factor.to(dev)
