@@ -8,17 +8,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from facefd.models.extractor import FeatureExtractor, load_extractor
+from facefd.models.extractor import FeatureExtractor, file_sha256, load_extractor
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class InceptionFID(nn.Module):
@@ -43,7 +35,7 @@ class InceptionFID(nn.Module):
         except ImportError as exc:
             raise ImportError('metric=fid needs torch-fidelity: pip install -e ".[fid]"') from exc
         self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
-        self.fingerprint = hashlib.sha256(f"inception-fid:{_file_sha256(path)}".encode()).hexdigest()
+        self.fingerprint = hashlib.sha256(f"inception-fid:{file_sha256(path)}".encode()).hexdigest()
         self.card = {"backbone": {"target": "torch_fidelity inception-v3-compat", "weights": path.name},
                      "input_size": 299, "resize": "uint8 input, torch-fidelity TF-compatible bilinear to 299",
                      "preprocessing_version": 1}
@@ -76,18 +68,16 @@ def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, r
         if not path.exists():
             raise FileNotFoundError(f"weights file {path} for timm model {model_name!r} not found")
         model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
-        source = _file_sha256(path)
-    else:
+        source = file_sha256(path)
+    else:  # random weights differ per seed: the fingerprint hashes them
+        from facefd.metrics.frechet_metric import module_fingerprint
+
         model = timm.create_model(model_name, pretrained=False, **kwargs)
-        source = "random"
+        source = "random:" + module_fingerprint(model)
     cfg = timm.data.resolve_data_config({}, model=model)
     size = input_size or int(cfg["input_size"][-1])
     ext = FeatureExtractor(model.eval(), model.num_features, size, cfg["mean"], cfg["std"])
-    digest = hashlib.sha256(f"timm:{model_name}:{source}:{size}".encode())
-    if source == "random":  # random weights differ per seed: hash them
-        for t in model.state_dict().values():
-            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    ext.fingerprint = digest.hexdigest()
+    ext.fingerprint = hashlib.sha256(f"timm:{model_name}:{source}:{size}".encode()).hexdigest()
     ext.card = {"backbone": {"target": "timm.create_model", "kwargs": {"model_name": model_name}, "weights": source},
                 "input_size": size, "mean": list(cfg["mean"]), "std": list(cfg["std"]),
                 "resize": "bilinear, antialias=True, to input_size x input_size", "preprocessing_version": 1}

@@ -82,7 +82,7 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -104,7 +104,7 @@ def save_extractor(backbone: nn.Module, backbone_spec: dict[str, Any], path: str
     _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
     card = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "preprocessing_version": PREPROCESSING_VERSION,
-        "weights": path.name, "sha256": _sha256(path), "backbone": backbone_spec,
+        "weights": path.name, "sha256": file_sha256(path), "backbone": backbone_spec,
         "num_features": int(num_features), "input_size": int(input_size),
         "mean": [float(m) for m in mean], "std": [float(s) for s in std],
         "resize": "bilinear, antialias=True, to input_size x input_size", "source": source or {},
@@ -142,7 +142,7 @@ def load_extractor(path: str | Path, device: str | torch.device = "cpu") -> Feat
     from safetensors.torch import load_file
 
     card, weights = _card_and_weights(Path(path).expanduser())
-    sha = _sha256(weights)
+    sha = file_sha256(weights)
     if card.get("sha256") and card["sha256"] != sha:
         raise ExtractorFileError(f"{weights} does not match its card: sha256 {sha[:12]}... != {card['sha256'][:12]}...")
     backbone = build_from_spec(card["backbone"])
