@@ -3,7 +3,6 @@ import csv
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from conftest import compose_train

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -14,15 +13,9 @@ from facefd.data.images import BadImagesError, find_bad_images, list_images, loa
 from facefd.metrics.frechet import frechet_distance
 from facefd.metrics.frechet_metric import FrechetDistance
 from facefd.metrics.stats import GaussianStats, StatisticsFileError
+from facefd.models.extractor import resize_square
 
 log = logging.getLogger(__name__)
-
-
-def resize_image(img: torch.Tensor, size: int) -> torch.Tensor:
-    """The one resize of the metric: antialiased bilinear to ``size x size`` (as FeatureExtractor does)."""
-    if tuple(img.shape[-2:]) == (size, size):
-        return img
-    return F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
 class ImageTensors(Dataset):
@@ -38,7 +31,7 @@ class ImageTensors(Dataset):
         img = load_rgb(self.paths[i])
         x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, 3)
         x = x.permute(2, 0, 1).float() / 255.0
-        return resize_image(x, self.size) if self.size else x
+        return resize_square(x, self.size) if self.size else x
 
 
 def folder_statistics(metric: FrechetDistance, root: str | Path, batch_size: int = 64, num_workers: int = 2,

@@ -107,7 +107,7 @@ class FrechetDistance(Metric):
         x = self._images_to_float(imgs)
         with torch.autocast(device_type=x.device.type, enabled=False):
             feats = self.extractor(x)
-        if feats.ndim != 2 or feats.shape != (imgs.shape[0], self.num_features):
+        if feats.shape != (imgs.shape[0], self.num_features):
             raise ValueError(f"extractor returned shape {tuple(feats.shape)}, expected "
                              f"[{imgs.shape[0]}, {self.num_features}]")
         return feats
