@@ -52,7 +52,7 @@ def test_stats_and_fd_tasks(tmp_path, extractor_path):
     ext = load_extractor(extractor_path)
 
     def feats(folder):
-        from facefd.evaluation.folder_stats import ImageTensors
+        from facefd.data.tensors import ImageTensors
         from facefd.data import list_images
         ds = ImageTensors(list_images(folder), 32)
         return np.stack([ext(ds[i][None]).double().numpy()[0] for i in range(len(ds))])

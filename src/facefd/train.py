@@ -20,6 +20,8 @@ def run(cfg: DictConfig) -> Optional[float]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    if cfg.get("features"):  # frozen-feature training (model=probe): wrap the image data module
+        datamodule = instantiate(cfg.features, images=datamodule)
     model: pl.LightningModule = instantiate(cfg.model)
     callbacks = instantiate_list(cfg.get("callbacks"))
     loggers = instantiate_list(cfg.get("logger"))
@@ -32,11 +34,31 @@ def run(cfg: DictConfig) -> Optional[float]:
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics = _fit_metrics(trainer)
+        if cfg.get("test_after_fit"):
+            trainer.test(model=model, datamodule=datamodule, ckpt_path=_best_or_none(trainer))
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     finally:
         _write_bad_image_report(datamodule, output_dir)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     log.info("final metrics: %s", metrics)
     return _optimized_metric(cfg, metrics)
+
+
+def _fit_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The last logged values, with the monitored metric's best value where a checkpoint kept it."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    callback = trainer.checkpoint_callback
+    monitor = getattr(callback, "monitor", None)
+    if monitor and getattr(callback, "best_model_score", None) is not None:
+        metrics[monitor] = float(callback.best_model_score)
+    return metrics
+
+
+def _best_or_none(trainer: pl.Trainer) -> Optional[str]:
+    """The monitored best checkpoint when there is one, else the final weights (None)."""
+    callback = trainer.checkpoint_callback
+    best = getattr(callback, "best_model_path", "") if callback is not None else ""
+    return "best" if best and getattr(callback, "monitor", None) else None
 
 
 def _write_bad_image_report(datamodule: Any, output_dir: Path) -> None:

@@ -76,3 +76,80 @@ def read_partition_file(path: str | Path) -> dict[str, int]:
             raise ValueError(f"{path}:{n}: expected '<file> <0|1|2>', got {line!r}")
         out[parts[0]] = int(parts[1])
     return out
+
+
+#: The 40 binary attributes of CelebA / CelebA-HQ, in the order of ``list_attr_celeba.txt``.
+CELEBA_ATTRIBUTES: tuple[str, ...] = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
+    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
+    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
+    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
+    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
+    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+)
+
+#: FairFace's label sets (Karkkainen & Joo 2021), the groups the FDD paper balances its training set on.
+FAIRFACE_RACE7: tuple[str, ...] = (
+    "White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern",
+)
+FAIRFACE_AGE: tuple[str, ...] = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70")
+
+
+@dataclass
+class CategoryTable:
+    """Categorical labels (age group, ethnicity...) by image name: ``classes[name]`` lists each column's
+    classes, ``values`` holds class indices [rows, columns]."""
+
+    names: list[str]
+    classes: dict[str, list[str]]
+    keys: list[str]
+    values: np.ndarray  # [rows, columns] int64 class index
+    _index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for i, key in enumerate(self.keys):
+            self._index.setdefault(key, i)
+            self._index.setdefault(Path(key).name, i)
+
+    def lookup(self, key: str) -> Optional[int]:
+        row = self._index.get(key)
+        return row if row is not None else self._index.get(Path(key).name)
+
+
+_KNOWN_CLASS_ORDERS = {frozenset(FAIRFACE_RACE7): FAIRFACE_RACE7, frozenset(FAIRFACE_AGE): FAIRFACE_AGE}
+
+
+def _class_order(found: set[str]) -> list[str]:
+    """FairFace's order when the column's values are a subset of a FairFace label set, else sorted."""
+    for known, order in _KNOWN_CLASS_ORDERS.items():
+        if found <= known:
+            return list(order)
+    return sorted(found)
+
+
+def read_category_table(path: str | Path, columns: dict[str, str]) -> CategoryTable:
+    """Read categorical columns of a CSV with an image id column (FairFace: ``file,age,gender,race``).
+
+    ``columns`` maps the name facefd uses (``ethnicity``) to the CSV column (``race``).
+    """
+    path = Path(path)
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    id_col = next((c for c in rows[0] if c.lower() in _ID_COLUMNS), None)
+    if id_col is None:
+        raise ValueError(f"{path} needs an image id column (one of {_ID_COLUMNS})")
+    missing = [c for c in columns.values() if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{path} has no column(s) {missing}; it has {list(rows[0])}")
+    classes: dict[str, list[str]] = {}
+    values = np.zeros((len(rows), len(columns)), dtype=np.int64)
+    for j, (name, col) in enumerate(columns.items()):
+        raw = [r[col].strip() for r in rows]
+        if any(not v for v in raw):
+            raise ValueError(f"{path}: column {col!r} has empty values")
+        classes[name] = _class_order(set(raw))
+        lookup = {c: i for i, c in enumerate(classes[name])}
+        values[:, j] = [lookup[v] for v in raw]
+    return CategoryTable(list(columns), classes, [r[id_col] for r in rows], values)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from facefd.data.attributes import read_attribute_table, read_partition_file
+from facefd.data.attributes import read_attribute_table, read_category_table, read_partition_file
 from facefd.data.dataset import FaceImageDataset
 from facefd.data.images import IMAGE_EXTENSIONS, BadImagesError, find_bad_images, list_images
 from facefd.data.sample_faces import generate_sample_faces
@@ -19,6 +19,8 @@ from facefd.data.sampler import SeededEpochSampler
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+#: File names ``attributes_file="auto"`` looks for: CelebA, then CelebAMask-HQ's annotation file.
+AUTO_ATTRIBUTE_FILES = ("list_attr_celeba.txt", "CelebAMask-HQ-attribute-anno.txt")
 
 
 class FaceImageDataModule(pl.LightningDataModule):
@@ -27,7 +29,11 @@ class FaceImageDataModule(pl.LightningDataModule):
     Args:
         root: the image folder.
         attributes_file: ``list_attr_celeba.txt``-style file or CSV; ``"auto"`` uses
-            ``root/list_attr_celeba.txt`` when present. Images it does not list are dropped.
+            ``root/list_attr_celeba.txt`` (or CelebAMask-HQ's annotation file) when present. Images it
+            does not list are dropped.
+        attributes: binary attributes to keep; ``None`` or ``"all"``: every column of the file.
+        categories_file / categories: a CSV with categorical labels (FairFace: ``file,age,gender,race``)
+            and the columns to use, a list or a ``{name: column}`` map (``{ethnicity: race}``).
         partition_file: ``list_eval_partition.txt``-style file (0/1/2 = train/val/test); ``"auto"``
             as above; without one the split is a seeded random split by ``val_fraction``/``test_fraction``.
         train_transform / eval_transform: callables on a PIL RGB image.
@@ -40,7 +46,9 @@ class FaceImageDataModule(pl.LightningDataModule):
         root: str,
         attributes_file: Optional[str] = "auto",
         partition_file: Optional[str] = "auto",
-        attributes: Optional[Sequence[str]] = None,
+        attributes: Optional[Sequence[str] | str] = None,
+        categories_file: Optional[str] = None,
+        categories: Optional[Sequence[str] | dict[str, str]] = None,
         val_fraction: float = 0.05,
         test_fraction: float = 0.05,
         seed: int = 0,
@@ -57,7 +65,17 @@ class FaceImageDataModule(pl.LightningDataModule):
         super().__init__()
         self.root = Path(root).expanduser()
         self.attributes_file, self.partition_file = attributes_file, partition_file
+        if isinstance(attributes, str):
+            if attributes != "all":
+                raise ValueError(f"attributes must be a list of names or 'all', got {attributes!r}")
+            attributes = None
         self.attributes = list(attributes) if attributes else None
+        self.categories_file = categories_file
+        self.category_columns: dict[str, str] = (
+            dict(categories) if isinstance(categories, dict) else {c: c for c in (categories or [])}
+        )
+        if self.category_columns and not categories_file:
+            raise ValueError("categories=... needs categories_file=<CSV with an image id column>")
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_transform, self.eval_transform = train_transform, eval_transform
@@ -68,15 +86,16 @@ class FaceImageDataModule(pl.LightningDataModule):
         self.attribute_names: list[str] = []
         self.splits: dict[str, list[Path]] = {}
         self.labels: dict[str, Optional[torch.Tensor]] = {}
+        self.categories: dict[str, list[str]] = {}  # name -> class names
+        self.category_labels: dict[str, Optional[torch.Tensor]] = {}  # [N, len(categories)] class index
         self.datasets: dict[str, FaceImageDataset] = {}
 
     # ----------------------------------------------------------------------------- listing
-    def _resolve(self, value: Optional[str], default_name: str) -> Optional[Path]:
+    def _resolve(self, value: Optional[str], *default_names: str) -> Optional[Path]:
         if value is None:
             return None
         if value == "auto":
-            candidate = self.root / default_name
-            return candidate if candidate.exists() else None
+            return next((self.root / n for n in default_names if (self.root / n).exists()), None)
         path = Path(value).expanduser()
         path = path if path.is_absolute() else self.root / path
         if not path.exists():
@@ -101,7 +120,7 @@ class FaceImageDataModule(pl.LightningDataModule):
         keys = [f.relative_to(self.root).as_posix() for f in files]
 
         labels: Optional[np.ndarray] = None
-        attr_path = self._resolve(self.attributes_file, "list_attr_celeba.txt")
+        attr_path = self._resolve(self.attributes_file, *AUTO_ATTRIBUTE_FILES)
         if attr_path is not None:
             table = read_attribute_table(attr_path)
             names = self.attributes or table.names
@@ -120,11 +139,16 @@ class FaceImageDataModule(pl.LightningDataModule):
             files, keys = [files[i] for i in listed], [keys[i] for i in listed]
             self.attribute_names = list(names)
 
+        categories: Optional[np.ndarray] = None
+        if self.category_columns:
+            categories, files, keys, labels = self._read_categories(files, keys, labels)
+
         assignment = self._assign_splits(keys)
         for split_id, split in enumerate(SPLITS):
             idx = np.flatnonzero(assignment == split_id)
             self.splits[split] = [files[i] for i in idx]
             self.labels[split] = torch.from_numpy(labels[idx]) if labels is not None else None
+            self.category_labels[split] = torch.from_numpy(categories[idx]) if categories is not None else None
         if not self.splits["train"]:
             raise ValueError(f"the train split of {self.root} is empty")
         log.info("%s: %s images (train/val/test)", self.root,
@@ -135,6 +159,22 @@ class FaceImageDataModule(pl.LightningDataModule):
                 self.splits[split], transform, self.labels[split], self.attribute_names,
                 seed=self.seed, skip_bad_images=self.skip_bad_images,
             )
+
+    def _read_categories(self, files: list[Path], keys: list[str], labels: Optional[np.ndarray]):
+        """Categorical labels for the listed images; images the CSV does not list are left out."""
+        path = self._resolve(self.categories_file)
+        table = read_category_table(path, self.category_columns)
+        rows = [table.lookup(k) for k in keys]
+        listed = [i for i, r in enumerate(rows) if r is not None]
+        if not listed:
+            raise ValueError(f"no image under {self.root} is listed in {path} (names must match)")
+        if len(listed) < len(files):
+            log.warning("%d of %d images are not listed in %s and are left out", len(files) - len(listed),
+                        len(files), path)
+        self.categories = table.classes
+        values = np.stack([table.values[rows[i]] for i in listed])
+        labels = labels[listed] if labels is not None else None
+        return values, [files[i] for i in listed], [keys[i] for i in listed], labels
 
     def _assign_splits(self, keys: list[str]) -> np.ndarray:
         part_path = self._resolve(self.partition_file, "list_eval_partition.txt")

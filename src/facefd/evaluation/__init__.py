@@ -59,7 +59,39 @@ def _fd(cfg: DictConfig) -> dict:
     return result
 
 
-TASKS: dict[str, Callable[[DictConfig], Any]] = {"export": _export, "stats": _stats, "fd": _fd}
+def _plain(value: Any) -> Any:
+    from facefd.models.backbone import plain
+
+    return plain(value)
+
+
+def _probe_table(cfg: DictConfig) -> dict:
+    from functools import partial
+
+    from facefd.data.datamodule import FaceImageDataModule
+    from facefd.evaluation.probe_table import run_probe_table, write_probe_table
+
+    if not cfg.data.get("root"):
+        raise ValueError("task=probe_table needs data.root=<labelled image folder>")
+    p = cfg.probe
+    images = partial(FaceImageDataModule, root=cfg.data.root, attributes=_plain(cfg.attributes),
+                     attributes_file=cfg.data.attributes_file, partition_file=cfg.data.partition_file,
+                     val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction, seed=cfg.seed,
+                     skip_bad_images=cfg.data.skip_bad_images, num_workers=cfg.num_workers)
+    optimizer = {"target": "torch.optim.AdamW", "kwargs": {"lr": p.lr, "weight_decay": p.weight_decay}}
+    results = run_probe_table(
+        images, _plain(cfg.extractors), list(cfg.heads), p.cache_dir, Path(cfg.paths.output_dir) / "heads",
+        max_epochs=p.max_epochs, extra_test_root=cfg.get("extra_test_root"), extra_test_name=cfg.extra_test_name,
+        module_kwargs=dict(hidden_dim=p.hidden_dim, depth=p.depth, pos_weight=p.pos_weight, optimizer=optimizer),
+        feature_kwargs=dict(batch_size=p.batch_size, extract_batch_size=cfg.batch_size, extract_num_workers=cfg.num_workers),
+    )
+    paths = write_probe_table(results, cfg.out or cfg.paths.output_dir, cfg.extra_test_name)
+    print(paths["md"].read_text())
+    return {k: str(v) for k, v in paths.items()}
+
+
+TASKS: dict[str, Callable[[DictConfig], Any]] = {"export": _export, "stats": _stats, "fd": _fd,
+                                                 "probe_table": _probe_table}
 
 
 def run(cfg: DictConfig) -> Any:

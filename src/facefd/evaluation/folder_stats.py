@@ -6,32 +6,16 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from facefd.data.images import BadImagesError, find_bad_images, list_images, load_rgb
+from facefd.data.images import BadImagesError, find_bad_images, list_images
+from facefd.data.tensors import ImageTensors
 from facefd.metrics.frechet import frechet_distance
 from facefd.metrics.frechet_metric import FrechetDistance
 from facefd.metrics.stats import GaussianStats, StatisticsFileError
-from facefd.models.extractor import resize_square
 
 log = logging.getLogger(__name__)
-
-
-class ImageTensors(Dataset):
-    """Float [0, 1] RGB tensors of image files, resized to the extractor's input size so mixed sizes batch."""
-
-    def __init__(self, paths: list[Path], size: Optional[int]) -> None:
-        self.paths, self.size = paths, size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        img = load_rgb(self.paths[i])
-        x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, 3)
-        x = x.permute(2, 0, 1).float() / 255.0
-        return resize_square(x, self.size) if self.size else x
 
 
 def folder_statistics(metric: FrechetDistance, root: str | Path, batch_size: int = 64, num_workers: int = 2,

@@ -87,3 +87,37 @@ def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, r
 def fdd_extractor(path: str | Path) -> FeatureExtractor:
     """The DINO-faces extractor exported by ``train.py`` (see :func:`facefd.load_extractor`)."""
     return load_extractor(path)
+
+
+EXTRACTOR_NAMES = "fdd | inception | timm:<model_name> | random:<timm model_name> | {_target_: ...}"
+
+
+def build_extractor(name, path: Optional[str | Path] = None, input_size: Optional[int] = None) -> nn.Module:
+    """An extractor by short name, as the command line spells it (``probe.extractor=fdd``).
+
+    ``fdd`` (the DINO-faces file written by train.py), ``inception`` (FID's network, local weights),
+    ``timm:<model>`` (local weights), ``random:<model>`` (random timm weights), an ``nn.Module``, or a
+    config with ``_target_`` (any module of yours).
+    """
+    if isinstance(name, nn.Module):
+        return name
+    if not isinstance(name, str):  # a mapping with _target_ (DictConfig or dict)
+        from hydra.utils import instantiate
+
+        return instantiate(name)
+
+    def need_path() -> str | Path:
+        if not path:
+            raise ValueError(f"extractor {name!r} needs a weights file: extractor_path=<file>")
+        return path
+
+    if name == "fdd":
+        return fdd_extractor(need_path())
+    if name in ("inception", "fid"):
+        return inception_extractor(need_path())
+    kind, _, model_name = name.partition(":")
+    if kind == "timm" and model_name:
+        return timm_extractor(model_name, need_path(), input_size=input_size)
+    if kind == "random" and model_name:
+        return timm_extractor(model_name, random_init=True, input_size=input_size)
+    raise ValueError(f"unknown extractor {name!r}; use one of: {EXTRACTOR_NAMES}")

@@ -1,0 +1,37 @@
+"""Image files as float tensors at one size: the input side of every frozen-feature computation."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from facefd.data.images import load_rgb
+from facefd.models.extractor import resize_square
+
+
+def pil_to_tensor(image: Image.Image, size: Optional[int] = None) -> torch.Tensor:
+    """RGB PIL image -> float [3, H, W] in [0, 1], optionally resized (antialiased) to ``size x size``."""
+    image = image.convert("RGB")
+    x = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3)
+    x = x.permute(2, 0, 1).float() / 255.0
+    return resize_square(x, size) if size else x
+
+
+class ImageTensors(Dataset):
+    """Float [0, 1] RGB tensors of image files, resized to the extractor's input size so mixed sizes batch."""
+
+    def __init__(self, paths: Sequence[Path], size: Optional[int]) -> None:
+        self.paths, self.size = list(paths), size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        try:
+            image = load_rgb(self.paths[i])
+        except Exception as exc:  # noqa: BLE001 - name the file, keep the cause
+            raise OSError(f"cannot read image {self.paths[i]}: {exc}") from exc
+        return pil_to_tensor(image, self.size)

@@ -1,0 +1,129 @@
+"""Frozen features of image files, extracted once and cached on disk.
+
+The cache key hashes everything the features depend on: the extractor's fingerprint (its weights),
+its input size, the feature pipeline version, and the file listing with each file's size and
+modification time. Any change gives a new key, so a stale cache is never reused; the stored key is
+checked again on load.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from facefd.data.tensors import ImageTensors
+from facefd.metrics.frechet_metric import module_fingerprint
+
+log = logging.getLogger(__name__)
+
+#: Version of :func:`extract_features` (loading, resizing, batching); part of every cache key.
+FEATURE_PIPELINE_VERSION = 1
+
+
+def resolve_device(device: Optional[str | torch.device] = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def listing_fingerprint(paths: Sequence[Path]) -> str:
+    """Hash of the ordered file list with sizes and mtimes: a replaced or touched file changes it."""
+    h = hashlib.sha256()
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{Path(p).resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def input_size_of(extractor: nn.Module, image_size: Optional[int] = None) -> Optional[int]:
+    return image_size or getattr(extractor, "input_size", None)
+
+
+@torch.no_grad()
+def extract_features(extractor: nn.Module, paths: Sequence[Path], batch_size: int = 64, num_workers: int = 2,
+                     device: Optional[str | torch.device] = "auto", image_size: Optional[int] = None,
+                     desc: str = "features") -> torch.Tensor:
+    """``[N, D]`` float32 features of image files (float [0, 1] input resized to the extractor's input size).
+
+    ``image_size`` is needed only for a plain ``nn.Module`` without an ``input_size`` attribute.
+    """
+    dev = resolve_device(device)
+    extractor = extractor.to(dev).eval()
+    loader = DataLoader(ImageTensors(paths, input_size_of(extractor, image_size)), batch_size=batch_size,
+                        num_workers=num_workers, pin_memory=dev.type == "cuda")
+    out = []
+    for batch in tqdm(loader, desc=desc, leave=False):
+        feats = extractor(batch.to(dev, non_blocking=True))
+        out.append(feats.reshape(feats.shape[0], -1).float().cpu())
+    if not out:
+        raise ValueError(f"no images to extract features from ({desc})")
+    return torch.cat(out)
+
+
+class FeatureCache:
+    """``cache_dir/<key>.safetensors``: one file of features per (extractor, file listing)."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.cache_dir = Path(cache_dir).expanduser()
+
+    def key(self, extractor: nn.Module, paths: Sequence[Path], image_size: Optional[int] = None) -> str:
+        spec = {"extractor": module_fingerprint(extractor), "input_size": input_size_of(extractor, image_size),
+                "pipeline": FEATURE_PIPELINE_VERSION, "files": listing_fingerprint(paths), "count": len(paths)}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+    def path(self, key: str) -> Path:
+        return self.cache_dir / f"{key}.safetensors"
+
+    def load(self, key: str, count: int) -> Optional[torch.Tensor]:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as fh:
+                meta = fh.metadata() or {}
+            feats = load_file(str(path))["features"]
+        except Exception as exc:  # noqa: BLE001 - a broken cache file is recomputed, not fatal
+            log.warning("feature cache %s is unreadable (%s); recomputing", path, exc)
+            return None
+        if meta.get("key") != key or feats.shape[0] != count:
+            log.warning("feature cache %s does not match its key; recomputing", path)
+            return None
+        return feats
+
+    def save(self, key: str, features: torch.Tensor, description: str = "") -> Path:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        path = self.path(key)
+        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{key}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"features": features.contiguous()}, tmp, metadata={"key": key, "description": description})
+            os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def get(self, extractor: nn.Module, paths: Sequence[Path], name: str = "features",
+            image_size: Optional[int] = None, **extract_kwargs) -> torch.Tensor:
+        """Cached features of ``paths``, extracting (and caching) them when the cache has none."""
+        key = self.key(extractor, paths, image_size)
+        feats = self.load(key, len(paths))
+        if feats is not None:
+            log.info("%s: %d cached features from %s", name, len(paths), self.path(key))
+            return feats
+        feats = extract_features(extractor, paths, image_size=image_size, desc=name, **extract_kwargs)
+        self.save(key, feats, description=name)
+        log.info("%s: extracted %d features, cached in %s", name, len(paths), self.path(key))
+        return feats
