@@ -43,6 +43,13 @@ def sample_root(tmp_path_factory) -> Path:
     return generate_sample_faces(root, num_images=120, image_size=32, seed=0, progress=False)
 
 
+@pytest.fixture(scope="session")
+def probe_root(tmp_path_factory) -> Path:
+    """600 sample faces (480/60/60 train/val/test): enough for probe accuracies to mean something."""
+    root = tmp_path_factory.mktemp("data") / "probe_faces"
+    return generate_sample_faces(root, num_images=600, image_size=32, seed=1, progress=False)
+
+
 def compose_train(tmp_path: Path, overrides: list[str], sample_root: Path | None = None,
                   tiny_run: bool = True) -> DictConfig:
     """Compose conf/train.yaml as the CLI would, with outputs under ``tmp_path`` (and the TINY_TRAIN
@@ -50,7 +57,7 @@ def compose_train(tmp_path: Path, overrides: list[str], sample_root: Path | None
     GlobalHydra.instance().clear()
     extra = [f"data.root={sample_root}"] if sample_root is not None else []
     tiny = TINY_TRAIN if tiny_run else []
-    if any(o.startswith("data=") for o in overrides):  # a real folder: drop the sample-set generator settings
+    if tiny_run and any(o.startswith("data=") for o in overrides):  # a real folder: drop the sample-set generator settings
         tiny = [o for o in TINY_TRAIN if not o.startswith(("data.num_images", "data.image_size"))]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(config_name="train", overrides=tiny + extra + overrides, return_hydra_config=True)

@@ -103,10 +103,14 @@ class ProbeFeatureDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         self.images.prepare_data()
         self.images.setup("fit")
-        for split in SPLITS:  # extracted once here (rank 0 of each node), loaded from the cache in setup()
-            self._split_features(split)
+        # extracted once here (rank 0 of each node); setup() on every rank loads them from the cache
+        for split in SPLITS:
+            if self.images.splits[split]:
+                self.cache.ensure(self.extractor, self.images.splits[split], name=f"{split} features",
+                                  **self.extract_kwargs)
         if self.has_extra_test:
-            self._read_extra_test()
+            paths, _ = self._read_extra_test()
+            self.cache.ensure(self.extractor, paths, name=f"{self.extra_test_name} features", **self.extract_kwargs)
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.datasets:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 
 #: Version of :func:`extract_features` (loading, resizing, batching); part of every cache key.
 FEATURE_PIPELINE_VERSION = 1
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors byte string (8-byte little-endian header length, JSON header)."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + size]).get("__metadata__", {})
 
 
 def resolve_device(device: Optional[str | torch.device] = "auto") -> torch.device:
@@ -88,12 +94,10 @@ class FeatureCache:
         path = self.path(key)
         if not path.exists():
             return None
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as fh:
-                meta = fh.metadata() or {}
-            feats = load_file(str(path))["features"]
+        try:  # read into memory, not mmap: a cache file replaced or truncated later must not reach our tensors
+            data = path.read_bytes()
+            meta = _safetensors_metadata(data)
+            feats = load(data)["features"]
         except Exception as exc:  # noqa: BLE001 - a broken cache file is recomputed, not fatal
             log.warning("feature cache %s is unreadable (%s); recomputing", path, exc)
             return None
@@ -114,6 +118,16 @@ class FeatureCache:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return path
+
+    def ensure(self, extractor: nn.Module, paths: Sequence[Path], name: str = "features",
+               image_size: Optional[int] = None, **extract_kwargs) -> Path:
+        """Extract and cache the features of ``paths`` unless a cache file for them exists (nothing is loaded)."""
+        key = self.key(extractor, paths, image_size)
+        if not self.path(key).exists():
+            feats = extract_features(extractor, paths, image_size=image_size, desc=name, **extract_kwargs)
+            self.save(key, feats, description=name)
+            log.info("%s: extracted %d features, cached in %s", name, len(paths), self.path(key))
+        return self.path(key)
 
     def get(self, extractor: nn.Module, paths: Sequence[Path], name: str = "features",
             image_size: Optional[int] = None, **extract_kwargs) -> torch.Tensor:

@@ -19,7 +19,9 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy, MultilabelAccuracy, MultilabelAUROC
+from torchmetrics.classification import (
+    BinaryAccuracy, BinaryAUROC, MulticlassAccuracy, MultilabelAccuracy, MultilabelAUROC,
+)
 
 from facefd.models.backbone import factory_spec, partial_from_spec
 from facefd.models.probe.heads import ProbeHeads
@@ -28,6 +30,9 @@ _STAGES = ("val", "test", "extra_test")
 
 
 def _binary_metrics(num_labels: int) -> nn.ModuleDict:
+    """Per-attribute accuracy and AUROC (torchmetrics' multilabel metrics need at least 2 labels)."""
+    if num_labels == 1:
+        return nn.ModuleDict({"acc": BinaryAccuracy(ignore_index=-1), "auroc": BinaryAUROC(ignore_index=-1)})
     return nn.ModuleDict({
         "acc": MultilabelAccuracy(num_labels=num_labels, average=None, ignore_index=-1),
         "auroc": MultilabelAUROC(num_labels=num_labels, average=None, ignore_index=-1),
@@ -68,11 +73,16 @@ class ProbeModule(pl.LightningModule):
             neg = (1 - labels).nansum(0)
             weight = torch.where(pos > 0, neg / pos.clamp_min(1), torch.ones_like(pos))
         self.register_buffer("pos_weight", weight)
+        # the extra test folder may label only some attributes: its metrics cover those columns
+        self.stage_columns = {s: list(range(num_attrs)) for s in _STAGES}
+        extra = getattr(dm, "datasets", {}).get("extra_test")
+        if extra is not None:
+            self.stage_columns["extra_test"] = [i for i in range(num_attrs) if not extra.attributes[:, i].isnan().all()]
         self.metrics = nn.ModuleDict()
         for stage_name in _STAGES:
             group = nn.ModuleDict()
-            if num_attrs:
-                group["binary"] = _binary_metrics(num_attrs)
+            if self.stage_columns[stage_name]:
+                group["binary"] = _binary_metrics(len(self.stage_columns[stage_name]))
             for name, classes in dm.categories.items():
                 group[f"cat_{name}"] = MulticlassAccuracy(num_classes=len(classes), average="micro", ignore_index=-1)
             self.metrics[stage_name] = group
@@ -104,10 +114,15 @@ class ProbeModule(pl.LightningModule):
         binary, blocks = self.heads.split(self(batch["features"]))
         group = self.metrics[stage]
         if "binary" in group:
-            target = batch["attributes"].nan_to_num(-1).long()
-            probs = binary.float().sigmoid()
+            columns = self.stage_columns[stage]
+            binary = binary[:, columns]
+            target = batch["attributes"][:, columns].nan_to_num(-1).long()
+            # Quantised to 1e-6: the vectorised and scalar paths of sigmoid differ by an ulp, which would
+            # turn exact ties (e.g. an attribute the features cannot see) into an arbitrary ranking.
+            probs = (binary.float().sigmoid() * 1e6).round() / 1e6
+            single = probs.shape[1] == 1
             for metric in group["binary"].values():
-                metric.update(probs, target)
+                metric.update(probs[:, 0] if single else probs, target[:, 0] if single else target)
         for j, (name, logits) in enumerate(blocks.items()):
             if batch["categories"].shape[1]:  # the extra test set has no categories
                 group[f"cat_{name}"].update(logits.float(), batch["categories"][:, j])
@@ -125,15 +140,12 @@ class ProbeModule(pl.LightningModule):
         values: dict[str, float] = {}
         accs: list[float] = []
         if "binary" in group and group["binary"]["acc"]._update_count:
-            acc, auroc = group["binary"]["acc"].compute(), group["binary"]["auroc"].compute()
-            labelled = self._labelled_attributes(stage)
-            for i, name in enumerate(names):
-                if i in labelled:
-                    values[f"{prefix}/acc/{name}"] = float(acc[i])
-                    values[f"{prefix}/auroc/{name}"] = float(auroc[i])
-                    accs.append(float(acc[i]))
-            if labelled:
-                values[f"{prefix}/auroc"] = float(auroc[labelled].mean())
+            acc, auroc = group["binary"]["acc"].compute().reshape(-1), group["binary"]["auroc"].compute().reshape(-1)
+            for j, i in enumerate(self.stage_columns[stage]):
+                values[f"{prefix}/acc/{names[i]}"] = float(acc[j])
+                values[f"{prefix}/auroc/{names[i]}"] = float(auroc[j])
+                accs.append(float(acc[j]))
+            values[f"{prefix}/auroc"] = float(auroc.mean())
         for name in self.heads.categories:
             metric = group[f"cat_{name}"]
             if metric._update_count:
@@ -146,13 +158,6 @@ class ProbeModule(pl.LightningModule):
                 metric.reset()
         if values:
             self.log_dict(values, sync_dist=False)  # torchmetrics already synced the states
-
-    def _labelled_attributes(self, stage: str) -> list[int]:
-        """Attributes with labels in this stage (the extra test folder may label only some)."""
-        if stage != "extra_test":
-            return list(range(len(self.heads.attribute_names)))
-        labels = self.trainer.datamodule.datasets["extra_test"].attributes
-        return [i for i in range(labels.shape[1]) if not labels[:, i].isnan().all()]
 
     def on_validation_epoch_end(self) -> None:
         self._log_stage("val")
