@@ -2,6 +2,7 @@
 from facefd.callbacks import FDDCallback
 from facefd.metrics import FDD, FrechetDistance, frechet_distance
 from facefd.models.extractor import FeatureExtractor, load_extractor
+from facefd.models.probe.predictor import AttributePredictor
 
 __version__ = "0.1.0"
-__all__ = ["FDD", "FDDCallback", "FeatureExtractor", "FrechetDistance", "__version__", "frechet_distance", "load_extractor"]
+__all__ = ["AttributePredictor", "FDD", "FDDCallback", "FeatureExtractor", "FrechetDistance", "__version__", "frechet_distance", "load_extractor"]
