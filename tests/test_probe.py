@@ -277,3 +277,19 @@ def test_heads_file_errors(tmp_path):
     heads = ProbeHeads(48, ["Male"])
     path = save_heads(heads, tmp_path / "h.safetensors", heads.card(extractor_fingerprint=""))
     assert AttributePredictor(PooledPixels(), path).attribute_names == ["Male"]  # no fingerprint: not checked
+
+
+def test_fairface_category_file(tmp_path):
+    from facefd.data.attributes import FAIRFACE_RACE7, read_category_table
+
+    path = tmp_path / "fairface_label_train.csv"
+    path.write_text("file,age,gender,race,service_test\ntrain/1.jpg,50-59,Male,East Asian,True\n"
+                    "train/2.jpg,30-39,Female,Indian,False\ntrain/3.jpg,3-9,Female,Black,False\n")
+    table = read_category_table(path, {"ethnicity": "race", "age": "age"})
+    assert table.classes["ethnicity"] == list(FAIRFACE_RACE7)  # FairFace's order, not the file's
+    assert table.classes["age"][:4] == ["0-2", "3-9", "10-19", "20-29"]
+    row = table.lookup("2.jpg")
+    assert table.classes["ethnicity"][table.values[row, 0]] == "Indian"
+    assert table.classes["age"][table.values[row, 1]] == "30-39"
+    with pytest.raises(ValueError, match="no column"):
+        read_category_table(path, {"ethnicity": "ethnicity"})

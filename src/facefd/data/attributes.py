@@ -96,24 +96,11 @@ FAIRFACE_AGE: tuple[str, ...] = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49
 
 
 @dataclass
-class CategoryTable:
-    """Categorical labels (age group, ethnicity...) by image name: ``classes[name]`` lists each column's
-    classes, ``values`` holds class indices [rows, columns]."""
+class CategoryTable(AttributeTable):
+    """Categorical labels (age group, ethnicity...) by image name: ``values`` holds class indices
+    [rows, columns] and ``classes[name]`` lists each column's classes."""
 
-    names: list[str]
-    classes: dict[str, list[str]]
-    keys: list[str]
-    values: np.ndarray  # [rows, columns] int64 class index
-    _index: dict[str, int] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        for i, key in enumerate(self.keys):
-            self._index.setdefault(key, i)
-            self._index.setdefault(Path(key).name, i)
-
-    def lookup(self, key: str) -> Optional[int]:
-        row = self._index.get(key)
-        return row if row is not None else self._index.get(Path(key).name)
+    classes: dict[str, list[str]] = field(default_factory=dict)
 
 
 _KNOWN_CLASS_ORDERS = {frozenset(FAIRFACE_RACE7): FAIRFACE_RACE7, frozenset(FAIRFACE_AGE): FAIRFACE_AGE}
@@ -152,4 +139,4 @@ def read_category_table(path: str | Path, columns: dict[str, str]) -> CategoryTa
         classes[name] = _class_order(set(raw))
         lookup = {c: i for i, c in enumerate(classes[name])}
         values[:, j] = [lookup[v] for v in raw]
-    return CategoryTable(list(columns), classes, [r[id_col] for r in rows], values)
+    return CategoryTable(list(columns), [r[id_col] for r in rows], values, classes=classes)
