@@ -293,3 +293,19 @@ def test_fairface_category_file(tmp_path):
     assert table.classes["age"][table.values[row, 1]] == "30-39"
     with pytest.raises(ValueError, match="no column"):
         read_category_table(path, {"ethnicity": "ethnicity"})
+
+
+def test_build_extractor_by_name():
+    from facefd.metrics.extractors import build_extractor
+
+    assert build_extractor("random:test_resnet").num_features == 96
+    module = PooledPixels()
+    assert build_extractor(module) is module
+    assert isinstance(build_extractor({"_target_": "helpers.PooledPixels"}), PooledPixels)
+    for name in ("fdd", "inception", "timm:resnet50"):
+        with pytest.raises(ValueError, match="needs a weights file"):
+            build_extractor(name)
+    with pytest.raises(FileNotFoundError, match="pt_inception"):
+        build_extractor("inception", "/nonexistent/pt_inception-2015-12-05-6726825d.pth")
+    with pytest.raises(ValueError, match="unknown extractor 'clip'"):
+        build_extractor("clip")
