@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from PIL import Image
@@ -20,11 +20,19 @@ def pil_to_tensor(image: Image.Image, size: Optional[int] = None) -> torch.Tenso
     return resize_square(x, size) if size else x
 
 
-class ImageTensors(Dataset):
-    """Float [0, 1] RGB tensors of image files, resized to the extractor's input size so mixed sizes batch."""
+#: ``transform(image [3, H, W] float in [0, 1], index) -> image``: applied at the file's own resolution.
+IndexedTransform = Callable[[torch.Tensor, int], torch.Tensor]
 
-    def __init__(self, paths: Sequence[Path], size: Optional[int]) -> None:
-        self.paths, self.size = list(paths), size
+
+class ImageTensors(Dataset):
+    """Float [0, 1] RGB tensors of image files, resized to the extractor's input size so mixed sizes batch.
+
+    ``transform`` (e.g. a benchmark perturbation) runs before the resize, on the image as stored; it gets
+    the item index so random perturbations can be seeded per image.
+    """
+
+    def __init__(self, paths: Sequence[Path], size: Optional[int], transform: Optional[IndexedTransform] = None) -> None:
+        self.paths, self.size, self.transform = list(paths), size, transform
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -34,4 +42,7 @@ class ImageTensors(Dataset):
             image = load_rgb(self.paths[i])
         except Exception as exc:  # noqa: BLE001 - name the file, keep the cause
             raise OSError(f"cannot read image {self.paths[i]}: {exc}") from exc
-        return pil_to_tensor(image, self.size)
+        if self.transform is None:
+            return pil_to_tensor(image, self.size)
+        x = self.transform(pil_to_tensor(image), i).clamp(0, 1)
+        return resize_square(x, self.size) if self.size else x

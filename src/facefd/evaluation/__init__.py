@@ -1,7 +1,6 @@
 """Evaluation tasks behind ``python evaluate.py task=...``."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -52,10 +51,9 @@ def _fd(cfg: DictConfig) -> dict:
     result = distance(metric, cfg.a, cfg.b, max_images=cfg.get("num_samples"), **_loader_kwargs(cfg))
     print(f"FD = {result['fd']:.6g}  (n_a = {result['n_a']}, n_b = {result['n_b']})")
     if cfg.get("out"):
-        out = Path(cfg.out)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(out)  # atomic
+        from facefd.utils.files import write_json
+
+        write_json(cfg.out, result)
     return result
 
 

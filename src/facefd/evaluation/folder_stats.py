@@ -5,7 +5,6 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import lightning.pytorch as pl
-import torch
 from torch import nn
 
 from facefd.data.datamodule import FaceImageDataModule
@@ -25,6 +21,7 @@ from facefd.data.probe_features import ProbeFeatureDataModule
 from facefd.metrics.extractors import build_extractor
 from facefd.models.probe.knn import knn_attribute_accuracy
 from facefd.models.probe.module import ProbeModule
+from facefd.utils.files import write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +119,6 @@ def table_rows(results: Sequence[ProbeResult], extra_test_name: str = "independe
     return header, rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_probe_table(results: Sequence[ProbeResult], out_dir: str | Path,
                       extra_test_name: str = "independent") -> dict[str, Path]:
     """``probe_table.csv``, ``probe_table.md`` (Table 1 layout) and ``probe_table.json`` (all numbers)."""
@@ -140,7 +129,7 @@ def write_probe_table(results: Sequence[ProbeResult], out_dir: str | Path,
     md = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     md += ["| " + " | ".join(r) + " |" for r in rows]
     paths = {"csv": out / "probe_table.csv", "md": out / "probe_table.md", "json": out / "probe_table.json"}
-    _atomic_write(paths["csv"], buf.getvalue())
-    _atomic_write(paths["md"], "Accuracy (%) on the test split\n\n" + "\n".join(md) + "\n")
-    _atomic_write(paths["json"], json.dumps([r.__dict__ for r in results], indent=2))
+    write_text(paths["csv"], buf.getvalue())
+    write_text(paths["md"], "Accuracy (%) on the test split\n\n" + "\n".join(md) + "\n")
+    write_json(paths["json"], [r.__dict__ for r in results])
     return paths

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -21,8 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from facefd.data.tensors import ImageTensors
+from facefd.data.tensors import ImageTensors, IndexedTransform
 from facefd.metrics.frechet_metric import module_fingerprint
+from facefd.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +58,15 @@ def input_size_of(extractor: nn.Module, image_size: Optional[int] = None) -> Opt
 @torch.no_grad()
 def extract_features(extractor: nn.Module, paths: Sequence[Path], batch_size: int = 64, num_workers: int = 2,
                      device: Optional[str | torch.device] = "auto", image_size: Optional[int] = None,
-                     desc: str = "features") -> torch.Tensor:
+                     desc: str = "features", transform: Optional[IndexedTransform] = None) -> torch.Tensor:
     """``[N, D]`` float32 features of image files (float [0, 1] input resized to the extractor's input size).
 
-    ``image_size`` is needed only for a plain ``nn.Module`` without an ``input_size`` attribute.
+    ``image_size`` is needed only for a plain ``nn.Module`` without an ``input_size`` attribute;
+    ``transform(image, index)`` alters each image first (benchmark perturbations).
     """
     dev = resolve_device(device)
     extractor = extractor.to(dev).eval()
-    loader = DataLoader(ImageTensors(paths, input_size_of(extractor, image_size)), batch_size=batch_size,
+    loader = DataLoader(ImageTensors(paths, input_size_of(extractor, image_size), transform), batch_size=batch_size,
                         num_workers=num_workers, pin_memory=dev.type == "cuda")
     out = []
     for batch in tqdm(loader, desc=desc, leave=False):
@@ -82,9 +83,13 @@ class FeatureCache:
     def __init__(self, cache_dir: str | Path) -> None:
         self.cache_dir = Path(cache_dir).expanduser()
 
-    def key(self, extractor: nn.Module, paths: Sequence[Path], image_size: Optional[int] = None) -> str:
+    def key(self, extractor: nn.Module, paths: Sequence[Path], image_size: Optional[int] = None,
+            variant: str = "") -> str:
+        """``variant`` names anything else the features depend on (a perturbation and its settings)."""
         spec = {"extractor": module_fingerprint(extractor), "input_size": input_size_of(extractor, image_size),
                 "pipeline": FEATURE_PIPELINE_VERSION, "files": listing_fingerprint(paths), "count": len(paths)}
+        if variant:
+            spec["variant"] = variant
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
     def path(self, key: str) -> Path:
@@ -107,22 +112,15 @@ class FeatureCache:
         return feats
 
     def save(self, key: str, features: torch.Tensor, description: str = "") -> Path:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{key}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"features": features.contiguous()}, tmp, metadata={"key": key, "description": description})
-            os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp:  # readers see the old file or the whole new one
+            save_file({"features": features.contiguous()}, str(tmp), metadata={"key": key, "description": description})
         return path
 
     def ensure(self, extractor: nn.Module, paths: Sequence[Path], name: str = "features",
-               image_size: Optional[int] = None, **extract_kwargs) -> Path:
+               image_size: Optional[int] = None, variant: str = "", **extract_kwargs) -> Path:
         """Extract and cache the features of ``paths`` unless a cache file for them exists (nothing is loaded)."""
-        key = self.key(extractor, paths, image_size)
+        key = self.key(extractor, paths, image_size, variant)
         if not self.path(key).exists():
             feats = extract_features(extractor, paths, image_size=image_size, desc=name, **extract_kwargs)
             self.save(key, feats, description=name)
@@ -130,9 +128,9 @@ class FeatureCache:
         return self.path(key)
 
     def get(self, extractor: nn.Module, paths: Sequence[Path], name: str = "features",
-            image_size: Optional[int] = None, **extract_kwargs) -> torch.Tensor:
+            image_size: Optional[int] = None, variant: str = "", **extract_kwargs) -> torch.Tensor:
         """Cached features of ``paths``, extracting (and caching) them when the cache has none."""
-        key = self.key(extractor, paths, image_size)
+        key = self.key(extractor, paths, image_size, variant)
         feats = self.load(key, len(paths))
         if feats is not None:
             log.info("%s: %d cached features from %s", name, len(paths), self.path(key))

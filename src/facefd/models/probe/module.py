@@ -11,7 +11,6 @@ with an SGD partial), not the default.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 

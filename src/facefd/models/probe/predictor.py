@@ -7,8 +7,6 @@ safetensors metadata. A Lightning ``.ckpt`` of a ``ProbeModule`` is accepted too
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -23,6 +21,7 @@ from facefd.data.tensors import pil_to_tensor
 from facefd.metrics.frechet_metric import module_fingerprint
 from facefd.models.extractor import load_extractor, resize_square
 from facefd.models.probe.heads import HEAD_FORMAT, ProbeHeads
+from facefd.utils.files import atomic_path
 
 
 class HeadsFileError(ValueError):
@@ -31,18 +30,10 @@ class HeadsFileError(ValueError):
 
 def save_heads(heads: ProbeHeads, path: str | Path, card: Optional[dict[str, Any]] = None) -> Path:
     """Write the heads and their card atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"card": json.dumps(card or heads.card())})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"card": json.dumps(card or heads.card())})
+    return Path(path)
 
 
 def load_heads(path: str | Path) -> tuple[ProbeHeads, dict[str, Any]]:
