@@ -12,7 +12,9 @@ log = logging.getLogger(__name__)
 
 
 def _require(cfg: DictConfig, *keys: str) -> None:
-    missing = [k for k in keys if cfg.get(k) in (None, "")]
+    from omegaconf import OmegaConf
+
+    missing = [k for k in keys if OmegaConf.select(cfg, k) in (None, "")]
     if missing:
         raise ValueError(f"task={cfg.task} needs {', '.join(f'{k}=...' for k in missing)}")
 
@@ -88,8 +90,103 @@ def _probe_table(cfg: DictConfig) -> dict:
     return {k: str(v) for k, v in paths.items()}
 
 
-TASKS: dict[str, Callable[[DictConfig], Any]] = {"export": _export, "stats": _stats, "fd": _fd,
-                                                 "probe_table": _probe_table}
+def _out_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.out or cfg.paths.output_dir)
+
+
+def _extract_kwargs(cfg: DictConfig) -> dict:
+    return dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+
+
+def _benchmark(cfg: DictConfig) -> list:
+    from facefd.evaluation.benchmark import build_sets, run_benchmark, summary_table, write_benchmark
+
+    if not cfg.reference.get("root"):
+        raise ValueError("task=benchmark needs reference.root=<reference image folder>")
+    chosen = list(cfg.perturb) if cfg.get("perturb") is not None else list(cfg.perturbations)
+    unknown = [n for n in chosen if n not in cfg.perturbations]
+    if unknown:
+        raise ValueError(f"perturb={unknown} are not defined; perturbations has {list(cfg.perturbations)}")
+    perturbations = {n: instantiate(cfg.perturbations[n]) for n in chosen}
+    reference, sets = build_sets(cfg.reference.root, list(cfg.sets), perturbations, cfg.get("num_samples"),
+                                 cfg.seed, cfg.data.skip_bad_images, cfg.heldout)
+    rows = run_benchmark(reference, sets, _plain(cfg.metrics), cfg.cache_dir, bootstrap=cfg.bootstrap, alpha=cfg.alpha,
+                         rescale_set=cfg.rescale.set, rescale_values=_plain(cfg.rescale.ratios), seed=cfg.seed,
+                         extract_kwargs=_extract_kwargs(cfg))
+    paths = write_benchmark(rows, _out_dir(cfg))
+    print(summary_table(rows))
+    print(f"written: {', '.join(str(p) for p in paths.values())}")
+    return rows
+
+
+def _correlate(cfg: DictConfig) -> dict:
+    from facefd.evaluation.correlate import format_table, run_correlate
+
+    _require(cfg, "ratings", "benchmark")
+    results = run_correlate(cfg.ratings, cfg.benchmark, _out_dir(cfg), cfg.correlate_value)
+    print(format_table(results))
+    return results
+
+
+def _neighbors(cfg: DictConfig) -> dict:
+    from facefd.evaluation.image_sets import ImageSet, checked_images, set_features
+    from facefd.evaluation.neighbors import NeighborResult, knn_search, write_neighbors
+    from facefd.evaluation.benchmark import build_extractors
+    from facefd.models.probe.features import FeatureCache
+
+    _require(cfg, "queries", "gallery")
+    queries = ImageSet("queries", checked_images(cfg.queries, cfg.data.skip_bad_images))
+    gallery = ImageSet("gallery", checked_images(cfg.gallery, cfg.data.skip_bad_images))
+    cache = FeatureCache(cfg.cache_dir)
+    results = []
+    for label, extractor in build_extractors(_plain(cfg.metrics)):
+        q = set_features(extractor, queries, cache, **_extract_kwargs(cfg))
+        g = set_features(extractor, gallery, cache, **_extract_kwargs(cfg))
+        d, i = knn_search(q, g, cfg.k, cfg.distance, backend=cfg.search_backend)
+        results.append(NeighborResult(label, d, i))
+    paths = write_neighbors(queries.paths, gallery.paths, results, _out_dir(cfg), cfg.distance, cfg.thumb, cfg.grid_rows)
+    print(f"written: {', '.join(str(p) for p in paths.values())}")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _subgroups(cfg: DictConfig) -> list:
+    from facefd.evaluation.subgroups import run_subgroups, write_subgroups
+
+    if not cfg.reference.get("root") or not cfg.generated.get("root"):
+        raise ValueError("task=subgroups needs reference.root=<folder> and generated.root=<folder>")
+    predictor = None
+    if cfg.predictor.get("heads"):
+        from facefd.models.probe.predictor import AttributePredictor
+
+        _require(cfg, "predictor.extractor")
+        predictor = lambda: AttributePredictor(cfg.predictor.extractor, cfg.predictor.heads)  # noqa: E731
+    rows = run_subgroups(cfg.reference.root, cfg.generated.root, list(cfg.by), _plain(cfg.metrics), cfg.cache_dir,
+                         num_samples=cfg.get("num_samples"), bootstrap=cfg.bootstrap, alpha=cfg.alpha,
+                         min_count=cfg.min_count, seed=cfg.seed, categories_file=cfg.categories_file,
+                         predictor=predictor, skip_bad_images=cfg.data.skip_bad_images,
+                         extract_kwargs=_extract_kwargs(cfg))
+    paths = write_subgroups(rows, _out_dir(cfg))
+    for r in rows:
+        fd = f"{r.fd:.4g}" if r.fd is not None else r.note
+        print(f"{r.metric:8s} {r.attribute}: {r.group:24s} FD = {fd}  (n = {r.n_reference} / {r.n_generated}, "
+              f"share {r.share_reference:.2f} / {r.share_generated:.2f})")
+    print(f"written: {', '.join(str(p) for p in paths.values())}")
+    return rows
+
+
+def _curve(cfg: DictConfig) -> dict:
+    from facefd.evaluation.curve import run_curve
+
+    _require(cfg, "run")
+    paths = run_curve(cfg.run, _out_dir(cfg), _plain(cfg.columns) if cfg.get("columns") else None)
+    print(f"written: {', '.join(str(p) for p in paths.values())}")
+    return {k: str(v) for k, v in paths.items()}
+
+
+TASKS: dict[str, Callable[[DictConfig], Any]] = {
+    "export": _export, "stats": _stats, "fd": _fd, "probe_table": _probe_table, "benchmark": _benchmark,
+    "correlate": _correlate, "neighbors": _neighbors, "subgroups": _subgroups, "curve": _curve,
+}
 
 
 def run(cfg: DictConfig) -> Any:

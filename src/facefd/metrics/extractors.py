@@ -52,10 +52,11 @@ def inception_extractor(weights_path: str | Path) -> InceptionFID:
 
 
 def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, random_init: bool = False,
-                   input_size: Optional[int] = None) -> FeatureExtractor:
+                   input_size: Optional[int] = None, seed: int = 0) -> FeatureExtractor:
     """Any timm model's pooled features, with weights from a local file (``.safetensors``/``.pth``).
 
-    ``random_init=True`` keeps random weights on purpose (the "random network" FD of StyleGAN-XL).
+    ``random_init=True`` keeps random weights on purpose (the "random network" FD of StyleGAN-XL),
+    drawn from ``seed`` so that the same name gives the same network.
     """
     import timm
 
@@ -69,10 +70,12 @@ def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, r
             raise FileNotFoundError(f"weights file {path} for timm model {model_name!r} not found")
         model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
         source = file_sha256(path)
-    else:  # random weights differ per seed: the fingerprint hashes them
+    else:  # seeded random weights: random:<model> is the same network in every run (the fingerprint hashes them)
         from facefd.metrics.frechet_metric import module_fingerprint
 
-        model = timm.create_model(model_name, pretrained=False, **kwargs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = timm.create_model(model_name, pretrained=False, **kwargs)
         source = "random:" + module_fingerprint(model)
     cfg = timm.data.resolve_data_config({}, model=model)
     size = input_size or int(cfg["input_size"][-1])
