@@ -1,0 +1,27 @@
+"""Attribute-preserving face anonymization with a text-to-image model (Piano et al. 2024)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from facefd.anonymize.anonymizer import Anonymizer, PrivacyGuard, seed_for
+from facefd.anonymize.prompts import Prompts, attribute_phrase, build_prompts
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Any) -> dict[str, int]:
+    """``python anonymize.py input=DIR output=DIR anonymizer=...``: build the anonymizer and run it."""
+    from hydra.utils import instantiate
+
+    for key in ("input", "output"):
+        if not cfg.get(key):
+            raise ValueError(f"anonymize.py needs {key}=<folder>")
+    anonymizer: Anonymizer = instantiate(cfg.anonymizer)
+    counts = anonymizer.run(cfg.input, cfg.output)
+    print(f"anonymized {counts['anonymized']}, no face {counts['no_face']}, errors {counts['error']}, "
+          f"already done {counts['skipped']}; manifest: {cfg.output}/{anonymizer.manifest_name}")
+    return counts
+
+
+__all__ = ["Anonymizer", "PrivacyGuard", "Prompts", "attribute_phrase", "build_prompts", "run", "seed_for"]
