@@ -8,6 +8,8 @@ from typing import Any, Callable
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from facefd.evaluation.reid import reid  # noqa: E402,F401  (public: facefd.evaluation.reid)
+
 log = logging.getLogger(__name__)
 
 
@@ -183,9 +185,28 @@ def _curve(cfg: DictConfig) -> dict:
     return {k: str(v) for k, v in paths.items()}
 
 
+def _anonymization(cfg: DictConfig) -> dict:
+    from facefd.evaluation.anonymization import markdown, run_anonymization_eval
+
+    _require(cfg, "original", "anonymized")
+    predictor = None
+    if cfg.predictor.get("heads"):
+        from facefd.models.probe.predictor import AttributePredictor
+
+        _require(cfg, "predictor.extractor")
+        predictor = lambda: AttributePredictor(cfg.predictor.extractor, cfg.predictor.heads)  # noqa: E731
+    report = run_anonymization_eval(
+        cfg.original, cfg.anonymized, _out_dir(cfg), embedders=_plain(cfg.embedders),
+        metrics=_plain(cfg.anonymization_metrics or []), predictor=predictor, identities=cfg.identities,
+        ks=list(cfg.reid_ks), cache_dir=cfg.cache_dir, grid_rows=cfg.grid_rows, extract_kwargs=_extract_kwargs(cfg))
+    print(markdown(report))
+    return report
+
+
 TASKS: dict[str, Callable[[DictConfig], Any]] = {
     "export": _export, "stats": _stats, "fd": _fd, "probe_table": _probe_table, "benchmark": _benchmark,
     "correlate": _correlate, "neighbors": _neighbors, "subgroups": _subgroups, "curve": _curve,
+    "anonymization": _anonymization,
 }
 
 

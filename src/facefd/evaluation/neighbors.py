@@ -32,6 +32,8 @@ def knn_search(queries: torch.Tensor, gallery: torch.Tensor, k: int, distance: s
     if queries.shape[1] != gallery.shape[1]:
         raise ValueError(f"query and gallery widths differ: {queries.shape[1]} vs {gallery.shape[1]}")
     k = min(k, gallery.shape[0])
+    if queries.shape[0] == 0 or k == 0:
+        return torch.zeros(queries.shape[0], k), torch.zeros(queries.shape[0], k, dtype=torch.long)
     if backend == "faiss":
         return _faiss_search(queries, gallery, k, distance)
     q_all = queries.float()
