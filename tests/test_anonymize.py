@@ -1,0 +1,269 @@
+"""Anonymization on a tiny random Stable Diffusion pipeline: prompt text, token limits with CLIP's real
+vocabulary, seeds, the folder flow (manifest, resume, no-face and broken images, paste mode), the
+privacy guard, Re-ID metrics against brute force, and the anonymize.py / evaluate.py entry points."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("diffusers")
+pytest.importorskip("torchsde")
+
+from facefd.anonymize import Anonymizer, PrivacyGuard, build_prompts  # noqa: E402
+from facefd.anonymize.attributes import FixedAttributes  # noqa: E402
+from facefd.anonymize.faces import Box, WholeImage  # noqa: E402
+from facefd.anonymize.pipeline import TextToImage, load_pipeline  # noqa: E402
+from facefd.data.attributes import CELEBA_ATTRIBUTES  # noqa: E402
+from test_train import _cli  # noqa: E402
+from tiny_sd import build_tiny_pipeline  # noqa: E402
+
+ATTRS = {"Male": 0.2, "Smiling": 0.8, "Eyeglasses": 0.1, "age": 30, "ethnicity": "White"}
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    return build_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def pipe(tiny_sd):
+    return load_pipeline(str(tiny_sd), scheduler="dpmpp_sde_karras", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def faces_dir(tmp_path_factory) -> Path:
+    """Real faces (skimage's astronaut and three LFW faces, upscaled), a photo without a face, a broken file."""
+    data = pytest.importorskip("skimage.data")
+    root = tmp_path_factory.mktemp("photos") / "in"
+    (root / "lfw").mkdir(parents=True)
+    Image.fromarray(data.astronaut()).resize((256, 256)).save(root / "astronaut.png")
+    lfw = data.lfw_subset()
+    for i in range(3):
+        face = Image.fromarray((lfw[i] * 255).astype(np.uint8)).convert("RGB").resize((100, 100), Image.BICUBIC)
+        face.save(root / "lfw" / f"person{i}.jpg", quality=95)
+    Image.fromarray(data.coffee()).resize((160, 120)).save(root / "coffee.png")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    return root
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------------------- prompts
+def test_prompt_text_follows_algorithm_1():
+    attrs = {"Male": 0.8, "Young": 0.9, "age": 34, "ethnicity": "East Asian", "Smiling": 0.7, "No_Beard": 0.9,
+             "Wearing_Hat": 0.2, "5_o_Clock_Shadow": 0.6}
+    p = build_prompts(attrs)
+    # certainty order: beard (|0.1-0.5|), hat (0.3), smiling (0.2), 5 o'clock (0.1); Young dropped (age known)
+    assert p.positive == "closeup portrait photo of a east asian 34 year old man, smiling, 5 o'clock shadow"
+    assert p.negative == "beard, wearing a hat"
+    assert p.dropped == []
+    p = build_prompts({"Male": 0.3, "Young": 0.6, "No_Beard": 0.2, "ethnicity": {"Black": 0.7, "White": 0.3},
+                       "age": {"20-29": 0.6, "30-39": 0.4}})
+    assert p.positive == "closeup portrait photo of a black 20-29 year old woman, beard"
+    p = build_prompts({"Male": 0.9, "Young": 0.8, "Wearing_Necktie": 0.95})
+    assert p.positive == "closeup portrait photo of a man, wearing a necktie, young"
+    assert "no beard" not in build_prompts({"No_Beard": 0.99}).positive + build_prompts({"No_Beard": 0.01}).negative
+
+
+def test_token_limit_with_clip_vocabulary(pipe):
+    open_clip = pytest.importorskip("open_clip")
+    tokenizer = open_clip.tokenizer.SimpleTokenizer()
+    count = lambda text: len(tokenizer.encode(text))  # noqa: E731 - CLIP's own BPE, content tokens
+    # the pipeline's tokenizer (rebuilt from the same vocabulary) counts the same
+    from facefd.anonymize.prompts import clip_token_counter
+
+    hf_count = clip_token_counter(pipe.tokenizer)
+    sample = "closeup portrait photo of a white 30 year old woman, 5 o'clock shadow, wearing a necklace"
+    assert hf_count(sample) == count(sample)
+
+    rng = np.random.default_rng(0)
+    attrs = {n: float(rng.choice([0.05, 0.2, 0.35, 0.65, 0.8, 0.95])) for n in CELEBA_ATTRIBUTES}
+    attrs.update(age=30, ethnicity="White")
+    full = build_prompts(attrs, count, long_prompts="chunk")
+    assert count(full.positive) + count(full.negative) > 110 and full.dropped == []  # all 40 need ~121
+    fitted = build_prompts(attrs, count, max_tokens=75, long_prompts="truncate")
+    assert fitted.positive_tokens <= 75 and fitted.negative_tokens <= 75 and fitted.dropped
+    certainty = {n: abs(attrs[n] - 0.5) for n in attrs if n in CELEBA_ATTRIBUTES}
+    kept = [n for n in certainty if n not in fitted.dropped and n not in ("Male", "Young")]
+    assert max(certainty[n] for n in fitted.dropped) <= min(certainty[n] for n in kept)  # least certain go first
+
+    t2i = TextToImage(pipe, steps=2, size=32, long_prompts="chunk")
+    emb = t2i._embeddings([full.positive], [full.negative])
+    assert emb["prompt_embeds"].shape[1] > 77 and emb["prompt_embeds"].shape == emb["negative_prompt_embeds"].shape
+
+
+# ----------------------------------------------------------------------------------------- generation
+def test_seeds_reproduce_and_batches_do_not_matter(pipe):
+    t2i = TextToImage(pipe, steps=3, size=32, long_prompts="truncate")
+    pos, neg = "closeup portrait photo of a man, smiling", "hat"
+    alone = np.asarray(t2i([pos], [neg], [11])[0], dtype=np.int16)
+    again = np.asarray(t2i([pos], [neg], [11])[0], dtype=np.int16)
+    other = np.asarray(t2i([pos], [neg], [12])[0], dtype=np.int16)
+    batch = t2i([pos, "a woman"], [neg, "glasses"], [11, 99])
+    assert np.array_equal(alone, again)
+    assert np.abs(alone - other).max() > 10
+    assert np.array_equal(alone, np.asarray(batch[0], dtype=np.int16))  # the SDE noise is seeded per image
+
+
+def test_scheduler_options_and_missing_models(tiny_sd, tmp_path):
+    from diffusers import DPMSolverMultistepScheduler, DPMSolverSDEScheduler
+
+    sde = load_pipeline(str(tiny_sd), scheduler="dpmpp_sde_karras", device="cpu").scheduler
+    assert isinstance(sde, DPMSolverSDEScheduler) and sde.config.use_karras_sigmas
+    fast = load_pipeline(str(tiny_sd), scheduler="dpmpp_2m_sde_karras", device="cpu").scheduler
+    assert isinstance(fast, DPMSolverMultistepScheduler) and fast.config.algorithm_type == "sde-dpmsolver++"
+    assert fast.config.use_karras_sigmas
+    with pytest.raises(FileNotFoundError, match="huggingface-cli download facefd-test/not-a-model"):
+        load_pipeline("facefd-test/not-a-model", device="cpu")  # local_files_only: no download attempted
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a diffusers model folder"):
+        load_pipeline(str(tmp_path / "empty"), device="cpu")
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        load_pipeline(str(tiny_sd), scheduler="euler_magic", device="cpu")
+
+
+# ----------------------------------------------------------------------------------------- folder flow
+def _anonymizer(pipe, **kw):
+    from facefd.anonymize.faces import DlibDetector
+
+    pytest.importorskip("dlib")
+    return Anonymizer(TextToImage(pipe, steps=2, size=32, long_prompts="truncate"), FixedAttributes(ATTRS),
+                      DlibDetector(), batch_size=2, **kw)
+
+
+def test_folder_flow_manifest_resume_and_safety(pipe, faces_dir, tmp_path):
+    before = _digest(faces_dir)
+    out = tmp_path / "out"
+    counts = _anonymizer(pipe).run(faces_dir, out, progress=False)
+    assert counts == {"anonymized": 4, "no_face": 1, "error": 1, "skipped": 0}
+    assert _digest(faces_dir) == before  # inputs untouched
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    by_key = {r["key"]: r for r in records}
+    assert by_key["broken.jpg"]["status"] == "error" and "broken.jpg" in by_key["broken.jpg"]["source"]
+    assert by_key["coffee.png"]["status"] == "no_face"
+    assert (out / "coffee.png").read_bytes() == (faces_dir / "coffee.png").read_bytes()  # copied unchanged
+    face = by_key["lfw/person1.jpg"]
+    assert face["status"] == "anonymized" and Path(face["output"]) == out / "lfw" / "person1.png"
+    f = face["faces"][0]
+    assert f["prompt"] == "closeup portrait photo of a white 30 year old woman, smiling"
+    assert f["negative_prompt"] == "eyeglasses" and f["dropped_attributes"] == []
+    assert len(f["box"]) == 4 and f["seed"] >= 0 and face["scheduler"] == "DPMSolverSDEScheduler" and face["steps"] == 2
+    assert Image.open(out / "lfw" / "person1.png").size == (32, 32)
+    seeds = {r["key"]: r["faces"][0]["seed"] for r in records if r["status"] == "anonymized"}
+    assert len(set(seeds.values())) == len(seeds)  # one seed per file
+
+    # re-running resumes: nothing is redone; a deleted output (and the broken file) are tried again
+    (out / "lfw" / "person2.png").unlink()
+    again = _anonymizer(pipe).run(faces_dir, out, progress=False)
+    assert again == {"anonymized": 1, "no_face": 0, "error": 1, "skipped": 4}
+    redone = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()][-1]
+    assert redone["key"] in ("lfw/person2.jpg", "broken.jpg")
+    with pytest.raises(ValueError, match="must not be the input folder"):
+        _anonymizer(pipe).run(faces_dir, faces_dir / "out", progress=False)
+
+
+def test_paste_mode_keeps_pixels_outside_the_face(pipe, faces_dir, tmp_path):
+    src = tmp_path / "one"
+    src.mkdir()
+    shutil.copy(faces_dir / "astronaut.png", src)
+    out = tmp_path / "pasted"
+    _anonymizer(pipe, mode="paste").run(src, out, progress=False)
+    rec = json.loads((out / "manifest.jsonl").read_text().splitlines()[0])
+    left, top, right, bottom = rec["faces"][0]["crop"]
+    a = np.asarray(Image.open(src / "astronaut.png").convert("RGB"), dtype=np.int16)
+    b = np.asarray(Image.open(out / "astronaut.png").convert("RGB"), dtype=np.int16)
+    assert a.shape == b.shape
+    outside = np.ones(a.shape[:2], bool)
+    outside[top:bottom, left:right] = False
+    assert np.array_equal(a[outside], b[outside])
+    cy, cx = (top + bottom) // 2, (left + right) // 2
+    assert np.abs(a[cy - 5:cy + 5, cx - 5:cx + 5] - b[cy - 5:cy + 5, cx - 5:cx + 5]).max() > 0  # the face changed
+
+
+def test_privacy_guard_regenerates_until_far_enough(pipe, tmp_path):
+    class CloseThenFar:
+        """Original faces embed at 0; generated ones at 0 (too close) the first time, far afterwards."""
+
+        def __init__(self):
+            self.generated_calls = 0
+
+        def embed(self, image, box=None):
+            if box is not None:
+                return np.zeros(4)
+            self.generated_calls += 1
+            return np.zeros(4) if self.generated_calls == 1 else np.ones(4)
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (40, 40), (200, 150, 120)).save(src / "a.png")
+    guard = PrivacyGuard(CloseThenFar(), threshold=0.6, max_tries=3)
+    anonymizer = Anonymizer(TextToImage(pipe, steps=2, size=32, long_prompts="truncate"), FixedAttributes(ATTRS),
+                            WholeImage(), privacy_guard=guard)
+    anonymizer.run(src, tmp_path / "out", progress=False)
+    face = json.loads((tmp_path / "out" / "manifest.jsonl").read_text())["faces"][0]
+    assert face["tries"] == 2 and face["identity_distance"] == pytest.approx(2.0)
+    assert face["seed"] != anonymizer.seed and guard.embedder.generated_calls == 2
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+def test_reid_metrics_against_brute_force():
+    from facefd.evaluation import reid
+
+    rng = np.random.default_rng(0)
+    g_ids = [f"id{i % 7}" for i in range(30)]
+    q_ids = [f"id{i % 9}" for i in range(12)]  # id7 and id8 have no gallery match
+    g, q = rng.normal(size=(30, 6)), rng.normal(size=(12, 6))
+    got = reid(torch.from_numpy(q), torch.from_numpy(g), q_ids, g_ids, ks=(1, 5, 10))
+    matched = [i for i, qi in enumerate(q_ids) if qi in g_ids]
+    assert got["queries"] == len(matched) and got["queries_without_match"] == 12 - len(matched)
+    for k in (1, 5, 10):
+        hits, aps = [], []
+        for i in matched:
+            order = np.argsort(np.linalg.norm(g - q[i], axis=1), kind="stable")[:k]
+            rel = [g_ids[j] == q_ids[i] for j in order]
+            hits.append(any(rel))
+            n_rel = sum(x == q_ids[i] for x in g_ids)
+            precision = [sum(rel[:r + 1]) / (r + 1) for r in range(k)]
+            aps.append(sum(p for p, r in zip(precision, rel) if r) / min(n_rel, k))
+        assert got[f"reid@{k}"] == pytest.approx(np.mean(hits))
+        assert got[f"map@{k}"] == pytest.approx(np.mean(aps))
+
+
+def test_cli_anonymize_then_evaluate(tiny_sd, faces_dir, tmp_path):
+    pytest.importorskip("dlib")
+    out = tmp_path / "anon"
+    proc = _cli(["anonymize.py", f"input={faces_dir}", f"output={out}", f"anonymizer.generator.pipe.model={tiny_sd}",
+                 "anonymizer.generator.pipe.vae=null", "anonymizer.generator.size=32", "anonymizer.generator.steps=2",
+                 "anonymizer.generator.pipe.scheduler=dpmpp_2m_sde_karras", "attributes=fixed",
+                 "anonymizer.attributes.attributes={Male:0.2,Smiling:0.8,age:30,ethnicity:White}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "anonymized 4, no face 1, errors 1" in proc.stdout
+    ev = tmp_path / "eval"
+    proc = _cli(["evaluate.py", "task=anonymization", f"original={faces_dir}", f"anonymized={out}",
+                 "embedders=[dlib,random:test_resnet]", "anonymization_metrics=[random:test_resnet]", "num_workers=0",
+                 f"cache_dir={tmp_path / 'cache'}", f"out={ev}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((ev / "anonymization.json").read_text())
+    assert report["pairs"] == 4 and set(report["reid"]) == {"dlib", "random:test_resnet"}
+    assert report["reid"]["dlib"]["gallery_without_face"] == 0  # real faces: dlib finds all four
+    assert "random:test_resnet" in report["distances"]
+    grid = Image.open(ev / "anonymization_grid.png")
+    assert grid.size == (2 * 128 + 4, 16 + 4 * 128)
+
+    # Without anonymization (the originals as their own "anonymized" copies) dlib re-identifies everyone.
+    copies = tmp_path / "copies"
+    shutil.copytree(faces_dir, copies, ignore=shutil.ignore_patterns("broken.jpg", "coffee.png"))
+    from facefd.evaluation.anonymization import run_anonymization_eval
+
+    same = run_anonymization_eval(faces_dir, copies, tmp_path / "eval2", embedders=["dlib"], cache_dir=tmp_path / "c")
+    assert same["reid"]["dlib"]["reid@1"] == 1.0 and same["reid"]["dlib"]["map@1"] == 1.0
