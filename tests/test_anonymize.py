@@ -244,7 +244,7 @@ def test_cli_anonymize_then_evaluate(tiny_sd, faces_dir, tmp_path):
     out = tmp_path / "anon"
     proc = _cli(["anonymize.py", f"input={faces_dir}", f"output={out}", f"anonymizer.generator.pipe.model={tiny_sd}",
                  "anonymizer.generator.pipe.vae=null", "anonymizer.generator.size=32", "anonymizer.generator.steps=2",
-                 "anonymizer.generator.pipe.scheduler=dpmpp_2m_sde_karras", "attributes=fixed",
+                 "anonymizer.generator.pipe.scheduler=dpmpp_2m_sde_karras", "attribute_source=fixed",
                  "anonymizer.attributes.attributes={Male:0.2,Smiling:0.8,age:30,ethnicity:White}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "anonymized 4, no face 1, errors 1" in proc.stdout
@@ -267,3 +267,18 @@ def test_cli_anonymize_then_evaluate(tiny_sd, faces_dir, tmp_path):
 
     same = run_anonymization_eval(faces_dir, copies, tmp_path / "eval2", embedders=["dlib"], cache_dir=tmp_path / "c")
     assert same["reid"]["dlib"]["reid@1"] == 1.0 and same["reid"]["dlib"]["map@1"] == 1.0
+
+
+def test_default_config_is_the_papers_recipe():
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(config_name="anonymize", overrides=["input=/in", "output=/out"])
+    g = cfg.anonymizer.generator
+    assert (g.steps, g.size, g.pipe.scheduler) == (15, 512, "dpmpp_sde_karras") and g.guidance_scale > 1
+    assert g.pipe.model == "SG161222/Realistic_Vision_V5.1_noVAE" and g.pipe.vae == "stabilityai/sd-vae-ft-mse"
+    assert cfg.anonymizer.mode == "portrait" and cfg.anonymizer.faces == "biggest"
+    assert cfg.anonymizer.detector._target_.endswith("DlibDetector")
+    assert cfg.anonymizer.attributes._target_.endswith("PredictorAttributes") and cfg.anonymizer.privacy_guard is None
