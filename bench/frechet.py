@@ -23,15 +23,7 @@ import torch
 from facefd import FrechetDistance, frechet_distance
 from facefd.metrics import psd_factor
 from facefd.models.extractor import FeatureExtractor
-
-
-def timed(fn, repeats: int = 1):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+from timing import timed  # noqa: E402  (bench/timing.py)
 
 
 def scipy_sqrtm_fd(mu1, s1, mu2, s2) -> float:

@@ -11,21 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch
 
 from facefd.evaluation.neighbors import knn_search
-
-
-def timed(fn, repeats: int):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+from timing import timed  # noqa: E402  (bench/timing.py)
 
 
 def naive(queries: np.ndarray, gallery: np.ndarray, k: int, distance: str) -> np.ndarray:

@@ -39,17 +39,23 @@ def _to_binary(raw: np.ndarray, path: Path) -> np.ndarray:
     raise ValueError(f"{path}: attribute values must be -1/1 or 0/1, found {sorted(unique)[:10]}")
 
 
+def _read_csv_with_ids(path: Path) -> tuple[list[dict[str, str]], str]:
+    """The rows of a label CSV and the name of its image id column."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    id_col = next((c for c in rows[0] if c.lower() in _ID_COLUMNS), None)
+    if id_col is None:
+        raise ValueError(f"{path} needs an image id column (one of {_ID_COLUMNS})")
+    return rows, id_col
+
+
 def read_attribute_table(path: str | Path) -> AttributeTable:
     """Read ``list_attr_celeba.txt`` (count line, names line, ``file v1 v2 ...``) or a CSV with an id column."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        if not rows:
-            raise ValueError(f"{path} has no rows")
-        id_col = next((c for c in rows[0] if c.lower() in _ID_COLUMNS), None)
-        if id_col is None:
-            raise ValueError(f"{path} needs an image id column (one of {_ID_COLUMNS})")
+        rows, id_col = _read_csv_with_ids(path)
         names = [c for c in rows[0] if c != id_col]
         raw = np.array([[float(r[n]) for n in names] for r in rows])
         return AttributeTable(names, [r[id_col] for r in rows], _to_binary(raw, path))
@@ -120,13 +126,7 @@ def read_category_table(path: str | Path, columns: dict[str, str]) -> CategoryTa
     ``columns`` maps the name facefd uses (``ethnicity``) to the CSV column (``race``).
     """
     path = Path(path)
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        raise ValueError(f"{path} has no rows")
-    id_col = next((c for c in rows[0] if c.lower() in _ID_COLUMNS), None)
-    if id_col is None:
-        raise ValueError(f"{path} needs an image id column (one of {_ID_COLUMNS})")
+    rows, id_col = _read_csv_with_ids(path)
     missing = [c for c in columns.values() if c not in rows[0]]
     if missing:
         raise ValueError(f"{path} has no column(s) {missing}; it has {list(rows[0])}")
