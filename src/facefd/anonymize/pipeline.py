@@ -67,19 +67,18 @@ def _from_pretrained(cls: Any, source: str, what: str, local_files_only: bool, *
 
 def load_pipeline(model: str, vae: Optional[str] = None, scheduler: str = "dpmpp_sde_karras", dtype: str = "auto",
                   device: str = "auto", local_files_only: bool = True, attention_slicing: bool = False,
-                  vae_slicing: bool = False, cpu_offload: bool = False, inpaint: bool = False):
-    """A ``StableDiffusionPipeline`` (or the inpainting one) from a local folder or a hub id, with the
-    named scheduler, fp16 on GPU (``dtype=auto``), and the memory options asked for."""
+                  vae_slicing: bool = False, cpu_offload: bool = False):
+    """A ``StableDiffusionPipeline`` from a local folder or a hub id, with the named scheduler, fp16 on
+    GPU (``dtype=auto``), and the memory options asked for."""
     _need_diffusers()
-    from diffusers import AutoencoderKL, StableDiffusionInpaintPipeline, StableDiffusionPipeline
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
 
     dev = resolve_device(device)
     torch_dtype = (torch.float16 if dev.type == "cuda" else torch.float32) if dtype == "auto" else getattr(torch, dtype)
     kwargs: dict[str, Any] = dict(torch_dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
     if vae:
         kwargs["vae"] = _from_pretrained(AutoencoderKL, vae, "VAE", local_files_only, torch_dtype=torch_dtype)
-    cls = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
-    pipe = _from_pretrained(cls, model, "model", local_files_only, **kwargs)
+    pipe = _from_pretrained(StableDiffusionPipeline, model, "model", local_files_only, **kwargs)
     if scheduler != "default":
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if attention_slicing:
