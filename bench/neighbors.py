@@ -15,7 +15,7 @@ import json
 import numpy as np
 import torch
 
-from facefd.evaluation.neighbors import knn_search
+from facefd.models.probe.knn import knn_search
 from timing import timed  # noqa: E402  (bench/timing.py)
 
 

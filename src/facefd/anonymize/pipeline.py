@@ -17,6 +17,8 @@ from typing import Any, Optional, Sequence
 import torch
 from PIL import Image
 
+from facefd.utils.device import resolve_device
+
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("dpmpp_sde_karras", "dpmpp_2m_sde_karras", "default")
@@ -45,10 +47,6 @@ def make_scheduler(name: str, config: Any):
 
         return DPMSolverMultistepScheduler.from_config(config, algorithm_type="sde-dpmsolver++", use_karras_sigmas=True)
     raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
 
 
 def _from_pretrained(cls: Any, source: str, what: str, local_files_only: bool, **kwargs: Any):

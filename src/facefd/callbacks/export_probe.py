@@ -1,6 +1,7 @@
 """Write the trained probe heads as ``probe_heads.safetensors`` for :class:`facefd.AttributePredictor`."""
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -18,17 +19,15 @@ class ExportProbeHeads(pl.Callback):
         self.path = Path(dirpath) / filename
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero or not hasattr(pl_module, "export_heads"):
+        if not trainer.is_global_zero or not (hasattr(pl_module, "heads") and hasattr(pl_module, "card")):
             return
+        from facefd.models.probe.predictor import save_heads
+
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
-        final_state = None
-        if best and Path(best).exists():
+        heads = pl_module.heads
+        if best and Path(best).exists():  # a copy with the best weights; the module itself is left alone
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            final_state = {k: v.clone() for k, v in pl_module.heads.state_dict().items()}
-            pl_module.heads.load_state_dict({k[len("heads."):]: v for k, v in state.items() if k.startswith("heads.")})
-        try:
-            path = pl_module.export_heads(self.path)
-        finally:
-            if final_state is not None:
-                pl_module.heads.load_state_dict(final_state)
+            heads = copy.deepcopy(heads).cpu()
+            heads.load_state_dict({k[len("heads."):]: v for k, v in state.items() if k.startswith("heads.")})
+        path = save_heads(heads, self.path, pl_module.card())
         log.info("exported probe heads (%s) to %s", Path(best).name if best else "final weights", path)

@@ -1,6 +1,7 @@
 """Finding, checking and loading image files as RGB, with errors that name the file."""
 from __future__ import annotations
 
+import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -93,3 +94,16 @@ def find_bad_images(paths: Sequence[Path], num_threads: int = 4, progress: bool 
             tqdm(pool.map(check_image, paths), total=len(paths), desc="checking images", disable=not progress, leave=False)
         )
     return [(str(p), r) for p, r in zip(paths, reasons) if r is not None]
+
+
+def drop_bad_images(paths: Sequence[Path], skip_bad_images: bool = False, progress: bool = True) -> list[Path]:
+    """``paths`` without unreadable files. Any bad file stops the task with the list of paths, unless
+    ``skip_bad_images``: then they are logged and left out."""
+    bad = find_bad_images(paths, progress=progress)
+    if not bad:
+        return list(paths)
+    if not skip_bad_images:
+        raise BadImagesError(bad)
+    logging.getLogger(__name__).warning("skipping %d unreadable image(s) (first: %s: %s)", len(bad), *bad[0])
+    skip = {p for p, _ in bad}
+    return [p for p in paths if str(p) not in skip]

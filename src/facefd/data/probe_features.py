@@ -18,8 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from facefd.data.attributes import read_attribute_table
 from facefd.data.datamodule import SPLITS, AUTO_ATTRIBUTE_FILES, FaceImageDataModule
-from facefd.data.images import BadImagesError, find_bad_images, list_images
-from facefd.metrics.frechet_metric import module_fingerprint
+from facefd.data.images import drop_bad_images, list_images
 from facefd.models.probe.features import FeatureCache
 
 log = logging.getLogger(__name__)
@@ -66,8 +65,8 @@ class ProbeFeatureDataModule(pl.LightningDataModule):
         self.extra_test_attributes_file, self.extra_test_name = extra_test_attributes_file, extra_test_name
         self.features: dict[str, torch.Tensor] = {}
         self.datasets: dict[str, FeatureDataset] = {}
-        self.extra_test_paths: list[Path] = []
-        self.extractor_fingerprint = module_fingerprint(extractor)
+        self._extra_test: Optional[tuple[list[Path], torch.Tensor]] = None
+        self.extractor_fingerprint = self.cache.fingerprint(extractor)
 
     # the image module's description, re-exported for ProbeModule and callbacks
     @property
@@ -133,7 +132,13 @@ class ProbeFeatureDataModule(pl.LightningDataModule):
             self.datasets["extra_test"] = FeatureDataset(feats, labels, None)
 
     def _read_extra_test(self) -> tuple[list[Path], torch.Tensor]:
-        """The independent folder's images and labels for this probe's attributes (NaN where it has none)."""
+        """The independent folder's images and labels for this probe's attributes (NaN where it has none);
+        read (and every image decoded) once, for prepare_data and setup together."""
+        if self._extra_test is None:
+            self._extra_test = self._load_extra_test()
+        return self._extra_test
+
+    def _load_extra_test(self) -> tuple[list[Path], torch.Tensor]:
         root = self.extra_test_root
         attr_file = self.extra_test_attributes_file
         if attr_file in (None, "auto"):
@@ -148,13 +153,7 @@ class ProbeFeatureDataModule(pl.LightningDataModule):
         shared = [n for n in self.images.attribute_names if n in table.names]
         if not shared:
             raise ValueError(f"{attr_path} labels none of the probe's attributes {self.images.attribute_names}")
-        files = list_images(root)
-        bad = find_bad_images(files, progress=False)
-        if bad:
-            if not self.images.skip_bad_images:
-                raise BadImagesError(bad)
-            skip = {p for p, _ in bad}
-            files = [f for f in files if str(f) not in skip]
+        files = drop_bad_images(list_images(root), self.images.skip_bad_images, progress=False)
         rows = [table.lookup(f.relative_to(root).as_posix()) for f in files]
         keep = [i for i, r in enumerate(rows) if r is not None]
         if not keep:
@@ -163,8 +162,7 @@ class ProbeFeatureDataModule(pl.LightningDataModule):
         for j, name in enumerate(self.images.attribute_names):
             if name in table.names:
                 labels[:, j] = table.values[[rows[i] for i in keep], table.names.index(name)]
-        self.extra_test_paths = [files[i] for i in keep]
-        return self.extra_test_paths, torch.from_numpy(labels)
+        return [files[i] for i in keep], torch.from_numpy(labels)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         return DataLoader(self.datasets[name], batch_size=self.batch_size, shuffle=shuffle,

@@ -131,14 +131,14 @@ def _correlate(cfg: DictConfig) -> dict:
 
 
 def _neighbors(cfg: DictConfig) -> dict:
-    from facefd.evaluation.image_sets import ImageSet, checked_images, set_features
+    from facefd.evaluation.image_sets import ImageSet, folder_sample, set_features
     from facefd.evaluation.neighbors import NeighborResult, knn_search, write_neighbors
     from facefd.evaluation.benchmark import build_extractors
     from facefd.models.probe.features import FeatureCache
 
     _require(cfg, "queries", "gallery")
-    queries = ImageSet("queries", checked_images(cfg.queries, cfg.data.skip_bad_images))
-    gallery = ImageSet("gallery", checked_images(cfg.gallery, cfg.data.skip_bad_images))
+    queries = ImageSet("queries", folder_sample(cfg.queries, skip_bad_images=cfg.data.skip_bad_images))
+    gallery = ImageSet("gallery", folder_sample(cfg.gallery, skip_bad_images=cfg.data.skip_bad_images))
     cache = FeatureCache(cfg.cache_dir)
     results = []
     for label, extractor in build_extractors(_plain(cfg.metrics)):

@@ -16,8 +16,8 @@ from typing import Any, Optional, Sequence
 
 from tqdm.auto import tqdm
 
-from facefd.evaluation.image_sets import (ImageSet, checked_images, parse_set_entry, sample, set_features,
-                                          split_reference)
+from facefd.data.images import drop_bad_images, list_images
+from facefd.evaluation.image_sets import ImageSet, folder_sample, parse_set_entry, set_features, split_reference
 from facefd.evaluation.plots import grouped_bars
 from facefd.evaluation.probe_table import parse_extractor_entry
 from facefd.metrics.extractors import build_extractor
@@ -67,14 +67,15 @@ def build_sets(reference_root: str | Path, set_entries: Sequence[str], perturbat
                num_samples: Optional[int], seed: int = 0, skip_bad_images: bool = False,
                include_heldout: bool = True) -> tuple[ImageSet, list[ImageSet]]:
     """The reference part and the sets compared with it (held-out, perturbed, other folders)."""
-    ref_paths, held = split_reference(checked_images(reference_root, skip_bad_images), num_samples, seed)
+    ref_paths, held = split_reference(list_images(reference_root), num_samples, seed)
+    ref_paths, held = drop_bad_images(ref_paths, skip_bad_images), drop_bad_images(held, skip_bad_images)
     reference = ImageSet("reference", ref_paths, kind="reference")
     sets = [ImageSet("held-out", held, kind="heldout")] if include_heldout else []
     for name, perturbation in perturbations.items():
         sets.append(ImageSet(name, held, kind="perturbed", perturbation=perturbation, seed=seed))
     for entry in set_entries:
         name, root = parse_set_entry(entry)
-        sets.append(ImageSet(name, sample(checked_images(root, skip_bad_images), num_samples, seed)))
+        sets.append(ImageSet(name, folder_sample(root, num_samples, seed, skip_bad_images)))
     names = [s.name for s in sets]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:

@@ -1,20 +1,17 @@
 """Feature statistics of an image folder (or a saved ``.npz``), and the distance between two of them."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Optional
 
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from facefd.data.images import BadImagesError, find_bad_images, list_images
+from facefd.data.images import drop_bad_images, list_images
 from facefd.data.tensors import ImageTensors
 from facefd.metrics.frechet import frechet_distance
 from facefd.metrics.frechet_metric import FrechetDistance
 from facefd.metrics.stats import GaussianStats, StatisticsFileError
-
-log = logging.getLogger(__name__)
 
 
 def folder_statistics(metric: FrechetDistance, root: str | Path, batch_size: int = 64, num_workers: int = 2,
@@ -23,13 +20,7 @@ def folder_statistics(metric: FrechetDistance, root: str | Path, batch_size: int
     paths = list_images(root)
     if max_images:
         paths = paths[:max_images]
-    bad = find_bad_images(paths)
-    if bad:
-        if not skip_bad_images:
-            raise BadImagesError(bad)
-        log.warning("skipping %d unreadable image(s) under %s", len(bad), root)
-        skip = {p for p, _ in bad}
-        paths = [p for p in paths if str(p) not in skip]
+    paths = drop_bad_images(paths, skip_bad_images)
     size = getattr(metric.extractor, "input_size", None)
     loader = DataLoader(ImageTensors(paths, size), batch_size=batch_size, num_workers=num_workers)
     metric.reset()

@@ -2,7 +2,6 @@
 part and a held-out part, and perturbed copies; their features through the on-disk feature cache."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -11,11 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from facefd.data.images import BadImagesError, find_bad_images, list_images
+from facefd.data.images import drop_bad_images, list_images
 from facefd.evaluation.perturbations import describe, seeded
 from facefd.models.probe.features import FeatureCache
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,25 +24,19 @@ class ImageSet:
     seed: int = 0
 
 
-def checked_images(root: str | Path, skip_bad_images: bool = False) -> list[Path]:
-    """Every image under ``root`` (sorted); unreadable files stop the task, or are skipped and reported."""
-    paths = list_images(root)
-    bad = find_bad_images(paths, progress=False)
-    if bad:
-        if not skip_bad_images:
-            raise BadImagesError(bad)
-        log.warning("skipping %d unreadable image(s) under %s (first: %s)", len(bad), root, bad[0][0])
-        skip = {p for p, _ in bad}
-        paths = [p for p in paths if str(p) not in skip]
-    return paths
-
-
 def sample(paths: Sequence[Path], num: Optional[int], seed: int) -> list[Path]:
     """At most ``num`` paths, a seeded uniform sample (kept in sorted order)."""
     if not num or num >= len(paths):
         return list(paths)
     keep = np.sort(np.random.default_rng(seed).choice(len(paths), size=num, replace=False))
     return [paths[i] for i in keep]
+
+
+def folder_sample(root: str | Path, num: Optional[int] = None, seed: int = 0,
+                  skip_bad_images: bool = False) -> list[Path]:
+    """At most ``num`` images of a folder (seeded sample), checked for readability; only the sampled
+    files are decoded, so a 100k folder sampled to 5k checks 5k."""
+    return drop_bad_images(sample(list_images(root), num, seed), skip_bad_images)
 
 
 def split_reference(paths: Sequence[Path], num_samples: Optional[int], seed: int) -> tuple[list[Path], list[Path]]:

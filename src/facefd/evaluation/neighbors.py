@@ -1,8 +1,7 @@
 """Nearest neighbours of query faces in a gallery, per feature space (Fig. 3 of the FDD paper).
 
 Features come from the on-disk cache (a 100k gallery is extracted once, in batches); the search is
-a batched matrix product with a running top-k over gallery chunks (or faiss when installed and
-asked for), so memory stays at one [queries x chunk] block.
+:func:`facefd.models.probe.knn.knn_search`.
 """
 from __future__ import annotations
 
@@ -11,76 +10,11 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from facefd.data.images import load_rgb
+from facefd.models.probe.knn import DISTANCES, knn_search  # noqa: F401  (re-exported)
 from facefd.utils.files import atomic_path, write_json
-
-DISTANCES = ("cosine", "l2")
-
-
-@torch.no_grad()
-def knn_search(queries: torch.Tensor, gallery: torch.Tensor, k: int, distance: str = "cosine",
-               query_chunk: int = 1024, gallery_chunk: int = 65536, backend: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(distances [Q, k], indices [Q, k])`` of the k nearest gallery rows, nearest first.
-
-    cosine: 1 - cos(q, g); l2: Euclidean distance. ``backend="faiss"`` uses an exact faiss index.
-    """
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    if queries.shape[1] != gallery.shape[1]:
-        raise ValueError(f"query and gallery widths differ: {queries.shape[1]} vs {gallery.shape[1]}")
-    k = min(k, gallery.shape[0])
-    if queries.shape[0] == 0 or k == 0:
-        return torch.zeros(queries.shape[0], k), torch.zeros(queries.shape[0], k, dtype=torch.long)
-    if backend == "faiss":
-        return _faiss_search(queries, gallery, k, distance)
-    q_all = queries.float()
-    g_all = gallery.float()
-    if distance == "cosine":
-        q_all, g_all = F.normalize(q_all, dim=1), F.normalize(g_all, dim=1)
-    g_sq = (g_all * g_all).sum(1)
-    out_d, out_i = [], []
-    for qs in range(0, q_all.shape[0], query_chunk):
-        q = q_all[qs:qs + query_chunk]
-        best_s = torch.full((q.shape[0], 0), float("-inf"), device=q.device)
-        best_i = torch.zeros((q.shape[0], 0), dtype=torch.long, device=q.device)
-        for gs in range(0, g_all.shape[0], gallery_chunk):
-            g = g_all[gs:gs + gallery_chunk]
-            dots = q @ g.T
-            # a score to maximise: cosine similarity, or -(squared distance) without the query's own norm
-            score = dots if distance == "cosine" else 2 * dots - g_sq[gs:gs + gallery_chunk]
-            s, i = score.topk(min(k, score.shape[1]), dim=1)
-            best_s, order = torch.cat([best_s, s], 1).topk(min(k, best_s.shape[1] + s.shape[1]), dim=1)
-            best_i = torch.cat([best_i, i + gs], 1).gather(1, order)
-        if distance == "cosine":
-            dist = 1 - best_s
-        else:
-            dist = ((q * q).sum(1, keepdim=True) - best_s).clamp_min(0).sqrt()
-        out_d.append(dist)
-        out_i.append(best_i)
-    return torch.cat(out_d), torch.cat(out_i)
-
-
-def _faiss_search(queries: torch.Tensor, gallery: torch.Tensor, k: int, distance: str):
-    try:
-        import faiss
-    except ImportError as exc:
-        raise ImportError("neighbors.backend=faiss needs faiss: pip install faiss-cpu (or faiss-gpu)") from exc
-    q = queries.float().cpu().contiguous().numpy()
-    g = gallery.float().cpu().contiguous().numpy()
-    if distance == "cosine":
-        faiss.normalize_L2(q)
-        faiss.normalize_L2(g)
-        index = faiss.IndexFlatIP(g.shape[1])
-    else:
-        index = faiss.IndexFlatL2(g.shape[1])
-    index.add(g)
-    d, i = index.search(q, k)
-    d = torch.from_numpy(d)
-    return (1 - d if distance == "cosine" else d.clamp_min(0).sqrt()), torch.from_numpy(i).long()
-
 
 @dataclass
 class NeighborResult:

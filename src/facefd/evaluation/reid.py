@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from facefd.evaluation.neighbors import knn_search
+from facefd.models.probe.knn import knn_search
 
 
 def reid(queries: torch.Tensor, gallery: torch.Tensor, query_ids: Sequence[str], gallery_ids: Sequence[str],

@@ -20,7 +20,7 @@ import torch
 from facefd.data.attributes import read_attribute_table, read_category_table
 from facefd.data.datamodule import AUTO_ATTRIBUTE_FILES
 from facefd.evaluation.benchmark import build_extractors
-from facefd.evaluation.image_sets import ImageSet, checked_images, sample, set_features
+from facefd.evaluation.image_sets import ImageSet, folder_sample, set_features
 from facefd.evaluation.plots import grouped_bars
 from facefd.metrics.frechet_metric import FrechetDistance
 from facefd.models.probe.features import FeatureCache
@@ -44,20 +44,25 @@ class SubgroupRow:
     note: str = ""
 
 
-def _label_files(root: Path, categories_file: Optional[str]) -> tuple[Any, Any]:
+def _label_files(root: Path, categories_file: Optional[str], by: Sequence[str]) -> tuple[Any, Any]:
+    """The folder's binary attribute table and its category table (the ``by`` columns it has), each read once."""
     attr_path = next((root / n for n in AUTO_ATTRIBUTE_FILES if (root / n).exists()), None)
     table = read_attribute_table(attr_path) if attr_path else None
-    cat_path = Path(categories_file) if categories_file else None
-    if cat_path is not None and not cat_path.is_absolute():
-        cat_path = root / cat_path
-    return table, cat_path
+    cats = None
+    if categories_file:
+        cat_path = Path(categories_file) if Path(categories_file).is_absolute() else root / categories_file
+        with open(cat_path, newline="") as fh:
+            header = next(csv.reader(fh), [])
+        columns = {n: n for n in by if n in header}
+        cats = read_category_table(cat_path, columns) if columns else None
+    return table, cats
 
 
 def group_labels(paths: Sequence[Path], root: str | Path, by: Sequence[str], categories_file: Optional[str] = None,
                  predictor: Optional[Callable[[], Any]] = None) -> dict[str, list[str]]:
     """``{attribute: [group of each image]}``: from label files where they cover the attribute, else predicted."""
     root = Path(root)
-    table, cat_path = _label_files(root, categories_file)
+    table, cats = _label_files(root, categories_file, by)
     keys = [p.relative_to(root).as_posix() for p in paths]
     out: dict[str, list[str]] = {}
     missing: list[str] = []
@@ -68,16 +73,12 @@ def group_labels(paths: Sequence[Path], root: str | Path, by: Sequence[str], cat
                 col = table.names.index(name)
                 out[name] = [name if table.values[r, col] else f"not {name}" for r in rows]
                 continue
-        if cat_path is not None:
-            try:
-                cats = read_category_table(cat_path, {name: name})
-            except ValueError:
-                cats = None
-            if cats is not None:
-                rows = [cats.lookup(k) for k in keys]
-                if all(r is not None for r in rows):
-                    out[name] = [cats.classes[name][cats.values[r, 0]] for r in rows]
-                    continue
+        if cats is not None and name in cats.names:
+            rows = [cats.lookup(k) for k in keys]
+            if all(r is not None for r in rows):
+                col = cats.names.index(name)
+                out[name] = [cats.classes[name][cats.values[r, col]] for r in rows]
+                continue
         missing.append(name)
     if missing:
         if predictor is None:
@@ -107,8 +108,8 @@ def run_subgroups(reference_root: str | Path, generated_root: str | Path, by: Se
                   min_count: int = 10, seed: int = 0, categories_file: Optional[str] = None,
                   predictor: Optional[Callable[[], Any]] = None, skip_bad_images: bool = False,
                   extract_kwargs: Optional[dict[str, Any]] = None) -> list[SubgroupRow]:
-    ref = ImageSet("reference", sample(checked_images(reference_root, skip_bad_images), num_samples, seed))
-    gen = ImageSet("generated", sample(checked_images(generated_root, skip_bad_images), num_samples, seed))
+    ref = ImageSet("reference", folder_sample(reference_root, num_samples, seed, skip_bad_images))
+    gen = ImageSet("generated", folder_sample(generated_root, num_samples, seed, skip_bad_images))
     ref_groups = group_labels(ref.paths, reference_root, by, categories_file, predictor)
     gen_groups = group_labels(gen.paths, generated_root, by, categories_file, predictor)
     cache = FeatureCache(cache_dir)

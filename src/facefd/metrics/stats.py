@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from facefd.utils.files import atomic_path
 
 STATS_FORMAT = "facefd-stats"
 STATS_VERSION = 1
@@ -32,18 +32,11 @@ class GaussianStats:
     def save(self, path: str | Path) -> Path:
         """Write atomically: a crash never leaves a half-written statistics file."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": STATS_FORMAT, "version": STATS_VERSION, "fingerprint": self.fingerprint,
                 "count": int(self.count), **self.metadata}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, mean=self.mean.detach().cpu().double().numpy(), cov=self.cov.detach().cpu().double().numpy(),
-                         count=np.int64(self.count), metadata=np.array(json.dumps(meta)))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, mean=self.mean.detach().cpu().double().numpy(), cov=self.cov.detach().cpu().double().numpy(),
+                     count=np.int64(self.count), metadata=np.array(json.dumps(meta)))
         return path
 
     @classmethod

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facefd.models.backbone import build_from_spec
+from facefd.utils.files import atomic_path, write_text
 
 FORMAT = "facefd-extractor"
 FORMAT_VERSION = 1
@@ -78,17 +77,6 @@ class FeatureExtractor(nn.Module):
         return feats
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -108,7 +96,8 @@ def save_extractor(backbone: nn.Module, backbone_spec: dict[str, Any], path: str
         path = path / "extractor.safetensors" if path.suffix == "" else path.with_suffix(".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in backbone.state_dict().items()}
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
     card = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "preprocessing_version": PREPROCESSING_VERSION,
         "weights": path.name, "sha256": file_sha256(path), "backbone": backbone_spec,
@@ -116,7 +105,7 @@ def save_extractor(backbone: nn.Module, backbone_spec: dict[str, Any], path: str
         "mean": [float(m) for m in mean], "std": [float(s) for s in std],
         "resize": "bilinear, antialias=True, to input_size x input_size", "source": source or {},
     }
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
+    write_text(path.with_suffix(".json"), json.dumps(card, indent=2))
     return path
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import weakref
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from facefd.data.tensors import ImageTensors, IndexedTransform
 from facefd.metrics.frechet_metric import module_fingerprint
+from facefd.utils.device import resolve_device
 from facefd.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -34,12 +36,6 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors byte string (8-byte little-endian header length, JSON header)."""
     size = int.from_bytes(data[:8], "little")
     return json.loads(data[8:8 + size]).get("__metadata__", {})
-
-
-def resolve_device(device: Optional[str | torch.device] = "auto") -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def listing_fingerprint(paths: Sequence[Path]) -> str:
@@ -82,11 +78,19 @@ class FeatureCache:
 
     def __init__(self, cache_dir: str | Path) -> None:
         self.cache_dir = Path(cache_dir).expanduser()
+        # an extractor without a ``fingerprint`` attribute is hashed weight by weight: once per module
+        # (extractors are frozen), not on every lookup
+        self._fingerprints: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+    def fingerprint(self, extractor: nn.Module) -> str:
+        if extractor not in self._fingerprints:
+            self._fingerprints[extractor] = module_fingerprint(extractor)
+        return self._fingerprints[extractor]
 
     def key(self, extractor: nn.Module, paths: Sequence[Path], image_size: Optional[int] = None,
             variant: str = "") -> str:
         """``variant`` names anything else the features depend on (a perturbation and its settings)."""
-        spec = {"extractor": module_fingerprint(extractor), "input_size": input_size_of(extractor, image_size),
+        spec = {"extractor": self.fingerprint(extractor), "input_size": input_size_of(extractor, image_size),
                 "pipeline": FEATURE_PIPELINE_VERSION, "files": listing_fingerprint(paths), "count": len(paths)}
         if variant:
             spec["variant"] = variant

@@ -85,7 +85,6 @@ class ProbeModule(pl.LightningModule):
             for name, classes in dm.categories.items():
                 group[f"cat_{name}"] = MulticlassAccuracy(num_classes=len(classes), average="micro", ignore_index=-1)
             self.metrics[stage_name] = group
-        self.to(train_feats.device)
 
     # ------------------------------------------------------------------ steps
     def forward(self, features: torch.Tensor) -> torch.Tensor:
