@@ -1,71 +1,167 @@
-"""Online attribute probe (k-NN or linear): shows during self-supervised training whether the features improve."""
+"""Online attribute probe (k-NN or linear): shows during self-supervised training whether the features
+improve on the network the run started from."""
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from facefd.callbacks.learning_curve import INITIAL_EPOCH, learning_summary, write_learning_curve
 from facefd.data.dataset import FaceImageDataset
-from facefd.models.probe.knn import knn_attribute_accuracy
+from facefd.models.batchnorm import recalibrated_batchnorm
+from facefd.models.probe.knn import attribute_scores, knn_attribute_probabilities, majority_accuracy
 from facefd.models.probe.logistic import fit_logistic_probe
 
 log = logging.getLogger(__name__)
+
+SCORES = ("acc", "bacc", "auroc")
 
 
 class KNNProbe(pl.Callback):
     """Every ``every_n_epochs`` epochs: features of the train split (bank) and the val split (queries)
     through ``pl_module(images)`` on the data module's eval transform, then per attribute either the
     k-NN vote (``method="knn"``, DINO's eval_knn) or a logistic-regression linear probe fitted on the
-    bank (``method="linear"``). Logs ``{prefix}/{method}_acc`` (mean over attributes) and
-    ``{prefix}/{method}_acc/<attribute>``.
+    bank (``method="linear"``). Logs ``{prefix}/{method}_{acc|bacc|auroc}`` (mean over attributes of
+    accuracy, balanced accuracy and AUROC) and ``{prefix}/{method}_acc/<attribute>``.
+
+    ``baseline=True`` scores the initial network too, before the first step, with its BatchNorm
+    statistics recalibrated on the train split (a random network's BN statistics are meaningless, and a
+    trained one's come from augmented crops), logged as epoch -1. At the end of training it writes
+    ``learning_curve.{json,png}`` next to the first logger's files and logs one line: initial -> final.
 
     Needs a data module with attribute labels (``FaceImageDataModule`` with a CelebA-style file; the
     sample set has them). Every DDP rank computes the same value (the work is not split).
     """
 
     def __init__(self, every_n_epochs: int = 1, k: int = 20, temperature: float = 0.07, batch_size: int = 256,
-                 max_bank: Optional[int] = None, prefix: str = "val", method: str = "knn", l2: float = 1e-3) -> None:
+                 max_bank: Optional[int] = None, prefix: str = "val", method: str = "knn", l2: float = 1e-3,
+                 baseline: bool = True, recalibrate_bn_batches: int = 20, score: str = "auroc",
+                 loss_key: str = "train/loss_epoch", learning_curve: bool = True) -> None:
         if method not in ("knn", "linear"):
             raise ValueError(f"method must be 'knn' or 'linear', got {method!r}")
-        self.method, self.l2 = method, l2
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        self.method, self.l2, self.score = method, l2, score
         self.every_n_epochs, self.k, self.temperature = every_n_epochs, k, temperature
         self.batch_size, self.max_bank, self.prefix = batch_size, max_bank, prefix
+        self.baseline, self.recalibrate_bn_batches = baseline, recalibrate_bn_batches
+        self.loss_key, self.learning_curve = loss_key, learning_curve
+        #: epoch -> {"acc", "bacc", "auroc", "majority_acc", "loss"}; saved in checkpoints so a resumed
+        #: run's curve still starts at the initial network
+        self.history: dict[int, dict[str, float]] = {}
+        self._last_epoch: Optional[int] = None
+
+    # ----------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {int(e): dict(m) for e, m in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {int(e): dict(m) for e, m in state_dict.get("history", {}).items()}
+
+    # ----------------------------------------------------------------------------- scoring
+    def _datasets(self, dm: Any) -> Optional[tuple[FaceImageDataset, FaceImageDataset]]:
+        if dm is None or not getattr(dm, "attribute_names", None) or dm.eval_transform is None:
+            log.warning("KNNProbe: the data module has no attribute labels or eval transform; skipping")
+            return None
+        if not dm.splits.get("val"):
+            return None
+
+        def make(split: str, limit: Optional[int]) -> FaceImageDataset:
+            return FaceImageDataset(dm.splits[split][:limit], dm.eval_transform, dm.labels[split][:limit],
+                                    dm.attribute_names)
+
+        return make("train", self.max_bank), make("val", None)
+
+    def _batches(self, dataset: FaceImageDataset, device: torch.device, limit: Optional[int] = None,
+                 shuffle: bool = False) -> Iterator[torch.Tensor]:
+        generator = torch.Generator().manual_seed(0)  # the same recalibration images in every measurement
+        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=0, shuffle=shuffle, generator=generator)
+        for i, batch in enumerate(loader):
+            if limit is not None and i >= limit:
+                return
+            yield batch["image"].to(device)
 
     @torch.no_grad()
     def _features(self, pl_module: pl.LightningModule, dataset: FaceImageDataset) -> torch.Tensor:
-        feats = []
-        for batch in DataLoader(dataset, batch_size=self.batch_size, num_workers=0):
-            feats.append(pl_module(batch["image"].to(pl_module.device)).float().cpu())
-        return torch.cat(feats)
+        return torch.cat([pl_module(x).float().cpu() for x in self._batches(dataset, pl_module.device)])
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
-        dm = trainer.datamodule
-        if dm is None or not getattr(dm, "attribute_names", None) or dm.eval_transform is None:
-            log.warning("KNNProbe: the data module has no attribute labels or eval transform; skipping")
-            return
-        train_paths, val_paths = dm.splits["train"][: self.max_bank], dm.splits["val"]
-        if not val_paths:
-            return
-        make = lambda paths, labels: FaceImageDataset(paths, dm.eval_transform, labels, dm.attribute_names)  # noqa: E731
-        bank_labels, val_labels = dm.labels["train"][: self.max_bank], dm.labels["val"]
+    def measure(self, pl_module: pl.LightningModule, bank_set: FaceImageDataset, query_set: FaceImageDataset,
+                recalibrate_bn: bool = False) -> dict[str, Any]:
+        """Mean and per-attribute scores of ``pl_module``'s features (BN recalibrated on the bank if asked)."""
+        batches = self._batches(bank_set, pl_module.device, self.recalibrate_bn_batches, shuffle=True)
         was_training = pl_module.training
-        pl_module.eval()
         try:
-            bank = self._features(pl_module, make(train_paths, bank_labels))
-            queries = self._features(pl_module, make(val_paths, val_labels))
+            with recalibrated_batchnorm(pl_module, batches) if recalibrate_bn else nullcontext():
+                pl_module.eval()
+                bank, queries = self._features(pl_module, bank_set), self._features(pl_module, query_set)
         finally:
             pl_module.train(was_training)
+        bank_labels, query_labels = bank_set.labels, query_set.labels
         if self.method == "knn":
-            acc = knn_attribute_accuracy(bank, bank_labels, queries, val_labels, self.k, self.temperature)
+            probs = knn_attribute_probabilities(bank, bank_labels, queries, self.k, self.temperature)
         else:
-            probe = fit_logistic_probe(bank, bank_labels, l2=self.l2)
-            acc = ((probe.probabilities(queries) > 0.5).float() == val_labels.float()).float().mean(0)
-        name = f"{self.prefix}/{self.method}_acc"
-        metrics = {name: float(acc.mean())}
-        metrics.update({f"{name}/{n}": float(a) for n, a in zip(dm.attribute_names, acc)})
+            probs = fit_logistic_probe(bank, bank_labels, l2=self.l2).probabilities(queries)
+        per_attribute = attribute_scores(probs, query_labels)
+        per_attribute["majority_acc"] = majority_accuracy(bank_labels, query_labels)
+        return {"mean": {k: float(v.nanmean()) for k, v in per_attribute.items()}, "per_attribute": per_attribute}
+
+    # ----------------------------------------------------------------------------- hooks
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.baseline or INITIAL_EPOCH in self.history or trainer.current_epoch > 0:
+            return
+        sets = self._datasets(trainer.datamodule)
+        if sets is None:
+            return
+        result = self.measure(pl_module, *sets, recalibrate_bn=True)
+        self.history[INITIAL_EPOCH] = dict(result["mean"])
+        metrics = {f"{self.prefix}/{self.method}_{k}": v for k, v in result["mean"].items() if k != "majority_acc"}
+        metrics[f"{self.prefix}/majority_acc"] = result["mean"]["majority_acc"]
+        for logger in trainer.loggers:  # epoch -1: a row of its own, before any training step
+            logger.log_metrics({**metrics, "epoch": INITIAL_EPOCH}, step=0)
+        log.info("initial network (BN recalibrated on the train split): %s %s %.3f", self.method, self.score,
+                 result["mean"][self.score])
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._record_loss(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_epoch = trainer.current_epoch
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        sets = self._datasets(trainer.datamodule)
+        if sets is None:
+            return
+        result = self.measure(pl_module, *sets)
+        self.history.setdefault(trainer.current_epoch, {}).update(result["mean"])
+        name = f"{self.prefix}/{self.method}"
+        metrics = {f"{name}_{k}": result["mean"][k] for k in SCORES}
+        metrics.update({f"{name}_acc/{n}": float(a)
+                        for n, a in zip(trainer.datamodule.attribute_names, result["per_attribute"]["acc"])})
         pl_module.log_dict(metrics, on_step=False, on_epoch=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._record_loss(trainer)
+        if not trainer.is_global_zero or not self.history:
+            return
+        summary = learning_summary(self.history, self.method, self.score)
+        if summary:
+            log.info(summary)
+        if self.learning_curve:
+            out = next((Path(lg.log_dir) for lg in trainer.loggers if getattr(lg, "log_dir", None)),
+                       Path(trainer.default_root_dir))
+            paths = write_learning_curve(self.history, out, self.method, self.score)
+            log.info("learning curve: %s", paths["png"])
+
+    def _record_loss(self, trainer: pl.Trainer) -> None:
+        """The previous epoch's mean loss, which Lightning aggregates only after the epoch-end hooks."""
+        if self._last_epoch is None:
+            return
+        loss = trainer.callback_metrics.get(self.loss_key)
+        if loss is not None:
+            self.history.setdefault(self._last_epoch, {})["loss"] = float(loss)
+        self._last_epoch = None

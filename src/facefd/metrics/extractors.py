@@ -75,7 +75,7 @@ def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, r
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = timm.create_model(model_name, pretrained=False, **kwargs)
+            model = create_random_timm_model(model_name, **kwargs)
         source = "random:" + module_fingerprint(model)
     cfg = timm.data.resolve_data_config({}, model=model)
     size = input_size or int(cfg["input_size"][-1])
@@ -85,6 +85,18 @@ def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, r
                 "input_size": size, "mean": list(cfg["mean"]), "std": list(cfg["std"]),
                 "resize": "bilinear, antialias=True, to input_size x input_size", "preprocessing_version": 1}
     return ext
+
+
+def create_random_timm_model(model_name: str, **kwargs) -> torch.nn.Module:
+    """A randomly initialised timm model as DINO's reference builds it: residual blocks start switched on
+    (``zero_init_last=False``, torchvision's ``zero_init_residual=False``) where the family has that switch,
+    so a "random network" row is the network a DINO run (``backbone=resnet18``) starts from."""
+    import timm
+
+    try:
+        return timm.create_model(model_name, pretrained=False, zero_init_last=False, **kwargs)
+    except TypeError:  # families without residual zero-init (ViT, ConvNeXt, ...)
+        return timm.create_model(model_name, pretrained=False, **kwargs)
 
 
 def fdd_extractor(path: str | Path) -> FeatureExtractor:

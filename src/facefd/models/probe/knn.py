@@ -92,3 +92,31 @@ def knn_attribute_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, querie
     """Per-attribute accuracy [A] of the k-NN vote (probability > 0.5 means attribute present)."""
     probs = knn_attribute_probabilities(bank, bank_labels, queries, k, temperature)
     return ((probs > 0.5).float() == query_labels.float()).float().mean(0)
+
+
+def attribute_scores(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-attribute ``acc`` (threshold 0.5), ``bacc`` (balanced accuracy: mean of the true-positive
+    and true-negative rates) and ``auroc`` (rank-based, threshold-free), each ``[A]``.
+
+    Balanced accuracy and AUROC are 0.5 for any constant answer, so, unlike plain accuracy, they do not
+    reward a probe for repeating the majority answer of a rare attribute. An attribute with only one
+    class among the queries gets NaN for ``bacc``'s missing rate and for ``auroc``.
+    """
+    from torchmetrics.functional.classification import binary_auroc
+
+    probs, y = probabilities.float(), labels.float()
+    pred = (probs > 0.5).float()
+    pos, neg = y.sum(0), (1 - y).sum(0)
+    tpr = (pred * y).sum(0) / pos
+    tnr = ((1 - pred) * (1 - y)).sum(0) / neg
+    auroc = torch.stack([
+        binary_auroc(probs[:, j], y[:, j].long()) if 0 < pos[j] < y.shape[0] else torch.tensor(float("nan"))
+        for j in range(y.shape[1])
+    ])
+    return {"acc": (pred == y).float().mean(0), "bacc": (tpr + tnr) / 2, "auroc": auroc.float()}
+
+
+def majority_accuracy(bank_labels: torch.Tensor, query_labels: torch.Tensor) -> torch.Tensor:
+    """Per-attribute accuracy ``[A]`` of always answering the bank's majority value."""
+    majority = (bank_labels.float().mean(0) > 0.5).float()
+    return (query_labels.float() == majority).float().mean(0)
