@@ -1,5 +1,6 @@
 """Every config option composes, builds, and carries the values the papers / reference recipe name."""
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from conftest import compose_train
@@ -29,6 +30,15 @@ def test_reference_defaults_without_experiment(tmp_path, sample_root):
     assert (m.student_temp, m.center_momentum, m.head.norm_last_layer, m.head.use_bn) == (0.1, 0.9, True, False)
     assert (m.head.out_dim, m.head.hidden_dim, m.head.bottleneck_dim, m.head.nlayers) == (65536, 2048, 256, 3)
     assert (m.warmup_teacher_temp, m.teacher_temp, m.warmup_teacher_temp_epochs) == (0.04, 0.04, 0)
+
+
+@pytest.mark.parametrize("name, target, momentum", [("sgd", "torch.optim.SGD", 0.9),
+                                                     ("lars", "facefd.models.optim.LARS", 0.9)])
+def test_optimizer_group_gives_the_reference_momentum(tmp_path, name, target, momentum):
+    cfg = compose_train(tmp_path, [f"model/optimizer={name}"])
+    assert cfg.model.optimizer._target_ == target
+    optimizer = instantiate(cfg.model.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    assert optimizer.defaults["momentum"] == momentum  # a bare _target_ override would leave SGD at 0
 
 
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "ddp_sim", "multinode"])

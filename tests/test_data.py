@@ -76,8 +76,8 @@ def test_celeba_labels_and_partition(sample_root):
     dm = FaceImageDataModule(str(sample_root), batch_size=4, num_workers=0)
     dm.setup()
     assert dm.attribute_names == list(SAMPLE_ATTRIBUTES)
-    # list_eval_partition of the sample set: 80/10/10
-    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [96, 12, 12]
+    # list_eval_partition of the sample set: 80/10/10 % of the 24 drawn people (5 views each)
+    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [95, 10, 15]
     table = read_attribute_table(sample_root / "list_attr_celeba.txt")
     path = dm.splits["val"][3]
     row = table.values[table.lookup(path.name)]
@@ -135,3 +135,38 @@ def test_sampler_shuffles_per_epoch_and_shards():
     e1 = list(s)
     assert sorted(i for i, _ in e0) == data and {e for _, e in e0} == {0} and {e for _, e in e1} == {1}
     assert [i for i, _ in e0] != [i for i, _ in e1]
+
+
+def test_sample_set_has_people_with_several_views(sample_root):
+    """identity_CelebA.txt: 5 consecutive views per person; what belongs to the person (sex, age, hair,
+    skin, facial hair, fringe) is the same in every view, expression and hat vary; no person is in two splits."""
+    table = read_attribute_table(sample_root / "list_attr_celeba.txt")
+    person = dict(line.split() for line in (sample_root / "identity_CelebA.txt").read_text().splitlines())
+    part = dict(line.split() for line in (sample_root / "list_eval_partition.txt").read_text().splitlines())
+    assert len(person) == 120 and sorted(person) == sorted(table.keys)
+    views: dict[str, list[str]] = {}
+    for name in sorted(person):
+        views.setdefault(person[name], []).append(name)
+    assert len(views) == 24 and all(len(v) == 5 for v in views.values())
+    stable = [table.names.index(n) for n in ("Male", "Young", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair",
+                                             "Pale_Skin", "Mustache", "No_Beard", "Bangs")]
+    smiling = table.names.index("Smiling")
+    varies = 0
+    for names in views.values():
+        rows = table.values[[table.lookup(n) for n in names]]
+        assert (rows[:, stable] == rows[0, stable]).all()
+        varies += len(set(rows[:, smiling])) > 1
+        assert len({part[n] for n in names}) == 1  # a person's views stay in one split
+    assert varies >= 12  # smiling in some views, not in others, for most people
+    # facial hair only on men, as in CelebA
+    male, beard = table.names.index("Male"), table.names.index("No_Beard")
+    assert np.all(table.values[table.values[:, male] == 0][:, beard] == 1)
+
+
+def test_small_crops_get_a_proportionally_smaller_blur():
+    aug = MultiCropAugmentation(global_crop_size=64, local_crop_size=32, scale_blur=True)
+    blur_global, blur_local = aug.global_transfo1.transforms[2], aug.local_transfo.transforms[2]
+    assert (blur_global.radius_min, blur_global.radius_max) == pytest.approx((0.1 * 64 / 224, 2.0 * 64 / 224))
+    assert (blur_local.radius_min, blur_local.radius_max) == pytest.approx((0.1 * 32 / 96, 2.0 * 32 / 96))
+    reference = MultiCropAugmentation()
+    assert reference.global_transfo1.transforms[2].radius_max == 2.0 and reference.local_transfo.transforms[2].p == 0.5

@@ -27,7 +27,7 @@ class KNNProbe(pl.Callback):
     through ``pl_module(images)`` on the data module's eval transform, then per attribute either the
     k-NN vote (``method="knn"``, DINO's eval_knn) or a logistic-regression linear probe fitted on the
     bank (``method="linear"``). Logs ``{prefix}/{method}_{acc|bacc|auroc}`` (mean over attributes of
-    accuracy, balanced accuracy and AUROC) and ``{prefix}/{method}_acc/<attribute>``.
+    accuracy, balanced accuracy and AUROC) and ``{prefix}/{method}_{acc|auroc}/<attribute>``.
 
     ``baseline=True`` scores the initial network too, before the first step, with its BatchNorm
     statistics recalibrated on the train split (a random network's BN statistics are meaningless, and a
@@ -119,7 +119,7 @@ class KNNProbe(pl.Callback):
             return
         result = self.measure(pl_module, *sets, recalibrate_bn=True)
         self.history[INITIAL_EPOCH] = dict(result["mean"])
-        metrics = {f"{self.prefix}/{self.method}_{k}": v for k, v in result["mean"].items() if k != "majority_acc"}
+        metrics = self._metrics(result, trainer.datamodule.attribute_names)
         metrics[f"{self.prefix}/majority_acc"] = result["mean"]["majority_acc"]
         for logger in trainer.loggers:  # epoch -1: a row of its own, before any training step
             logger.log_metrics({**metrics, "epoch": INITIAL_EPOCH}, step=0)
@@ -138,11 +138,15 @@ class KNNProbe(pl.Callback):
             return
         result = self.measure(pl_module, *sets)
         self.history.setdefault(trainer.current_epoch, {}).update(result["mean"])
+        metrics = self._metrics(result, trainer.datamodule.attribute_names)
+        pl_module.log_dict(metrics, on_step=False, on_epoch=True)
+
+    def _metrics(self, result: dict[str, Any], attribute_names: list[str]) -> dict[str, float]:
         name = f"{self.prefix}/{self.method}"
         metrics = {f"{name}_{k}": result["mean"][k] for k in SCORES}
-        metrics.update({f"{name}_acc/{n}": float(a)
-                        for n, a in zip(trainer.datamodule.attribute_names, result["per_attribute"]["acc"])})
-        pl_module.log_dict(metrics, on_step=False, on_epoch=True)
+        for score in ("acc", "auroc"):
+            metrics.update({f"{name}_{score}/{n}": float(a) for n, a in zip(attribute_names, result["per_attribute"][score])})
+        return metrics
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record_loss(trainer)

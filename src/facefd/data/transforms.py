@@ -28,12 +28,19 @@ def _normalize(mean: Sequence[float], std: Sequence[float]) -> T.Compose:
     return T.Compose([T.ToTensor(), T.Normalize(mean, std)])
 
 
+#: crop sizes the reference blur radius U(0.1, 2.0) was chosen for (DINO's 224 px global, 96 px local crops)
+REFERENCE_GLOBAL_SIZE, REFERENCE_LOCAL_SIZE = 224, 96
+
+
 class MultiCropAugmentation:
     """Two global crops and ``local_crops_number`` local crops of one image (reference ``DataAugmentationDINO``).
 
     Global crop 1: blur p=1.0; global crop 2: blur p=0.1 and solarisation p=0.2; local crops: blur
     p=0.5. All: random resized crop (bicubic), horizontal flip, colour jitter (0.4, 0.4, 0.2, 0.1)
-    with p=0.8, grayscale p=0.2, ImageNet normalisation.
+    with p=0.8, grayscale p=0.2, ImageNet normalisation. Those are the defaults; every strength and
+    probability is an argument. The blur radius (in output pixels) is the reference's for 224 / 96 px
+    crops; ``scale_blur=True`` scales it with the crop size, so small crops are blurred as much,
+    relative to their size, as the reference's (unscaled, a 64 px crop is blurred 3.5x as much).
     """
 
     def __init__(
@@ -45,24 +52,44 @@ class MultiCropAugmentation:
         local_crop_size: int = 96,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        brightness: float = 0.4,
+        contrast: float = 0.4,
+        saturation: float = 0.2,
+        hue: float = 0.1,
+        color_jitter_p: float = 0.8,
+        grayscale_p: float = 0.2,
+        blur_p: Sequence[float] = (1.0, 0.1, 0.5),
+        blur_radius: Sequence[float] = (0.1, 2.0),
+        scale_blur: bool = False,
+        solarize_p: float = 0.2,
+        flip_p: float = 0.5,
     ) -> None:
         self.local_crops_number = local_crops_number
         self.global_crop_size, self.local_crop_size = global_crop_size, local_crop_size
         flip_and_color_jitter = T.Compose([
-            T.RandomHorizontalFlip(p=0.5),
-            T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2),
+            T.RandomHorizontalFlip(p=flip_p),
+            T.RandomApply([T.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)],
+                          p=color_jitter_p),
+            T.RandomGrayscale(p=grayscale_p),
         ])
+
+        def blur(p: float, size: int, reference: int) -> RandomPILGaussianBlur:
+            factor = size / reference if scale_blur else 1.0
+            return RandomPILGaussianBlur(p, blur_radius[0] * factor, blur_radius[1] * factor)
+
         bicubic = T.InterpolationMode.BICUBIC
         normalize = _normalize(mean, std)
         global_crop = T.RandomResizedCrop(global_crop_size, scale=tuple(global_crops_scale), interpolation=bicubic)
-        self.global_transfo1 = T.Compose([global_crop, flip_and_color_jitter, RandomPILGaussianBlur(1.0), normalize])
+        self.global_transfo1 = T.Compose([
+            global_crop, flip_and_color_jitter, blur(blur_p[0], global_crop_size, REFERENCE_GLOBAL_SIZE), normalize,
+        ])
         self.global_transfo2 = T.Compose([
-            global_crop, flip_and_color_jitter, RandomPILGaussianBlur(0.1), T.RandomSolarize(128, p=0.2), normalize,
+            global_crop, flip_and_color_jitter, blur(blur_p[1], global_crop_size, REFERENCE_GLOBAL_SIZE),
+            T.RandomSolarize(128, p=solarize_p), normalize,
         ])
         self.local_transfo = T.Compose([
             T.RandomResizedCrop(local_crop_size, scale=tuple(local_crops_scale), interpolation=bicubic),
-            flip_and_color_jitter, RandomPILGaussianBlur(p=0.5), normalize,
+            flip_and_color_jitter, blur(blur_p[2], local_crop_size, REFERENCE_LOCAL_SIZE), normalize,
         ])
 
     def __call__(self, image: Image.Image) -> list[torch.Tensor]:

@@ -1,0 +1,118 @@
+"""What a DINO run learned: the initial network as epoch -1, BN recalibration, scores, the learning curve."""
+import csv
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from conftest import compose_train
+from facefd.callbacks import KNNProbe
+from facefd.models.batchnorm import recalibrate_batchnorm, recalibrated_batchnorm
+from facefd.models.probe import attribute_scores, majority_accuracy
+from facefd.train import run
+
+
+def rank_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mann-Whitney: P(positive scores higher than negative), ties counting half, over all pairs."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    return float(((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean())
+
+
+def test_scores_against_hand_computed_values():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((200, 3)) < np.array([0.5, 0.2, 0.9])).astype(np.float32)
+    probs = np.clip(labels * 0.3 + rng.random((200, 3)) * 0.7, 0, 1).astype(np.float32)
+    got = attribute_scores(torch.from_numpy(probs), torch.from_numpy(labels))
+    for j in range(3):
+        y, p = labels[:, j], probs[:, j]
+        pred = p > 0.5
+        tpr, tnr = (pred & (y == 1)).sum() / (y == 1).sum(), (~pred & (y == 0)).sum() / (y == 0).sum()
+        assert float(got["acc"][j]) == pytest.approx((pred == (y == 1)).mean(), abs=1e-6)
+        assert float(got["bacc"][j]) == pytest.approx((tpr + tnr) / 2, abs=1e-6)
+        assert float(got["auroc"][j]) == pytest.approx(rank_auroc(p, y), abs=1e-5)
+    # any constant answer: balanced accuracy and AUROC 0.5, accuracy the share of the answer's class
+    constant = attribute_scores(torch.ones(200, 3), torch.from_numpy(labels))
+    assert torch.allclose(constant["bacc"], torch.full((3,), 0.5)) and torch.allclose(constant["auroc"], torch.full((3,), 0.5))
+    one_class = attribute_scores(torch.rand(10, 1), torch.ones(10, 1))
+    assert torch.isnan(one_class["auroc"]).all()
+
+
+def test_majority_accuracy():
+    bank = torch.tensor([[1, 0], [1, 0], [0, 1]])
+    queries = torch.tensor([[1, 1], [0, 1], [1, 0], [1, 0]])
+    assert majority_accuracy(bank, queries).tolist() == [0.75, 0.5]  # bank majorities: 1 and 0
+
+
+def test_recalibrated_batchnorm_is_the_mean_of_batch_statistics_and_is_undone():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    bn = net[1]
+    bn.running_mean.fill_(7.0)
+    bn.running_var.fill_(9.0)
+    batches = [torch.randn(5, 3, 8, 8) * (i + 1) + i for i in range(3)]
+    with torch.no_grad():
+        acts = [net[0](b).transpose(0, 1).reshape(4, -1).double().numpy() for b in batches]
+    want_mean = np.mean([a.mean(1) for a in acts], axis=0)
+    want_var = np.mean([a.var(1, ddof=1) for a in acts], axis=0)  # PyTorch tracks the unbiased variance
+    net.eval()
+    with recalibrated_batchnorm(net, batches):
+        np.testing.assert_allclose(bn.running_mean.numpy(), want_mean, rtol=1e-5)
+        np.testing.assert_allclose(bn.running_var.numpy(), want_var, rtol=1e-5)
+        assert not net.training
+    assert torch.all(bn.running_mean == 7.0) and torch.all(bn.running_var == 9.0)
+    assert bn.momentum == 0.1
+    assert recalibrate_batchnorm(net, batches) == 3
+    np.testing.assert_allclose(bn.running_mean.numpy(), want_mean, rtol=1e-5)
+
+
+def test_probe_history_survives_a_checkpoint():
+    probe = KNNProbe()
+    probe.history = {-1: {"auroc": 0.6, "acc": 0.7, "majority_acc": 0.65}, 0: {"auroc": 0.7, "loss": 3.0}}
+    other = KNNProbe()
+    other.load_state_dict(probe.state_dict())
+    assert other.history == probe.history
+
+
+def test_a_short_run_logs_the_initial_network_and_plots_what_it_learned(tmp_path, sample_root, caplog):
+    """36 steps (3 epochs of 12 batches) of the tiny DINO: epoch -1 is logged and plotted with every
+    epoch's loss, and the features move away from the initial network's (their k-NN scores differ)."""
+    overrides = ["trainer.max_epochs=3", "trainer.limit_train_batches=12", "model.optimizer.lr=0.02",
+                 "model.momentum_teacher=0.9", "model.warmup_epochs=0", "model.freeze_last_layer=0",
+                 "model.head.use_bn=true"]
+    with caplog.at_level(logging.INFO, logger="facefd.callbacks.knn_probe"):
+        run(compose_train(tmp_path, overrides, sample_root))
+    log_dir = tmp_path / "csv" / "version_0"
+    rows = list(csv.DictReader(open(log_dir / "metrics.csv")))
+    initial_rows = [r for r in rows if r["epoch"] == "-1"]
+    assert len(initial_rows) == 1 and initial_rows[0]["val/knn_auroc"] and initial_rows[0]["val/majority_acc"]
+    per_epoch = {int(r["epoch"]): float(r["val/knn_auroc"]) for r in rows if r.get("val/knn_auroc")}
+    assert sorted(per_epoch) == [-1, 0, 1, 2]
+
+    curve = json.loads((log_dir / "learning_curve.json").read_text())
+    epochs = {e["epoch"]: e for e in curve["epochs"]}
+    assert sorted(epochs) == [-1, 0, 1, 2]
+    assert epochs[-1]["auroc"] == pytest.approx(per_epoch[-1], abs=1e-6)  # the same numbers as the CSV
+    assert epochs[2]["auroc"] == pytest.approx(per_epoch[2], abs=1e-6)
+    assert all(np.isfinite(epochs[e]["loss"]) for e in (0, 1, 2)) and epochs[-1].get("loss") is None
+    assert abs(per_epoch[2] - per_epoch[-1]) > 0.01  # the features moved (the k-NN vote of 12 attributes changed)
+    # the majority answer's accuracy, computed here from the label file
+    train_labels, val_labels = _split_labels(sample_root)
+    majority = (train_labels.mean(0) > 0.5).astype(np.float32)
+    assert curve["majority_acc"] == pytest.approx(float((val_labels == majority).mean()), abs=1e-6)
+
+    png = Image.open(log_dir / "learning_curve.png")
+    assert png.format == "PNG" and png.size[0] > 600 and np.asarray(png.convert("L")).std() > 10
+    summary = [r.getMessage() for r in caplog.records if "initial network" in r.getMessage() and "->" in r.getMessage()]
+    assert len(summary) == 1 and f"{per_epoch[-1]:.3f} -> epoch 2 {per_epoch[2]:.3f}" in summary[0]
+
+
+def _split_labels(root):
+    names = (root / "list_attr_celeba.txt").read_text().splitlines()
+    labels = {line.split()[0]: [v == "1" for v in line.split()[1:]] for line in names[2:]}
+    parts = dict(line.split() for line in (root / "list_eval_partition.txt").read_text().splitlines())
+    pick = lambda p: np.array([labels[n] for n in sorted(labels) if parts[n] == p], dtype=np.float32)  # noqa: E731
+    return pick("0"), pick("1")
