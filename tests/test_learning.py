@@ -116,3 +116,20 @@ def _split_labels(root):
     parts = dict(line.split() for line in (root / "list_eval_partition.txt").read_text().splitlines())
     pick = lambda p: np.array([labels[n] for n in sorted(labels) if parts[n] == p], dtype=np.float32)  # noqa: E731
     return pick("0"), pick("1")
+
+
+def test_random_extractor_is_the_network_the_default_run_starts_from(tmp_path):
+    """`random:resnet18` rows in tables are the default DINO run's own initialisation (seed 0), weight for weight,
+    with residual blocks switched on as in the reference (not timm's zero-initialised last BN scale)."""
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+
+    from facefd.metrics.extractors import timm_extractor
+
+    cfg = compose_train(tmp_path, [], tiny_run=False)
+    pl.seed_everything(cfg.seed)
+    instantiate(cfg.data)
+    start = instantiate(cfg.model).student["backbone"].state_dict()
+    random_net = timm_extractor("resnet18", random_init=True).backbone.state_dict()
+    assert start.keys() == random_net.keys() and all(torch.equal(start[k], random_net[k]) for k in start)
+    assert float(start["layer1.0.bn2.weight"].abs().min()) == 1.0  # zero_init_last=False: BN scales start at 1

@@ -14,6 +14,9 @@ def run(cfg: Any) -> dict[str, int]:
     """``python anonymize.py input=DIR output=DIR anonymizer=...``: build the anonymizer and run it."""
     from hydra.utils import instantiate
 
+    from facefd.utils.threads import limit_threads_to_cpu_quota
+
+    limit_threads_to_cpu_quota()
     for key in ("input", "output"):
         if not cfg.get(key):
             raise ValueError(f"anonymize.py needs {key}=<folder>")

@@ -41,7 +41,8 @@ class KNNProbe(pl.Callback):
     def __init__(self, every_n_epochs: int = 1, k: int = 20, temperature: float = 0.07, batch_size: int = 256,
                  max_bank: Optional[int] = None, prefix: str = "val", method: str = "knn", l2: float = 1e-3,
                  baseline: bool = True, recalibrate_bn_batches: int = 20, score: str = "auroc",
-                 loss_key: str = "train/loss_epoch", learning_curve: bool = True) -> None:
+                 loss_key: str = "train/loss_epoch", learning_curve: bool = True,
+                 num_workers: Optional[int] = None) -> None:
         if method not in ("knn", "linear"):
             raise ValueError(f"method must be 'knn' or 'linear', got {method!r}")
         if score not in SCORES:
@@ -51,6 +52,8 @@ class KNNProbe(pl.Callback):
         self.batch_size, self.max_bank, self.prefix = batch_size, max_bank, prefix
         self.baseline, self.recalibrate_bn_batches = baseline, recalibrate_bn_batches
         self.loss_key, self.learning_curve = loss_key, learning_curve
+        self.num_workers = num_workers  # image decoding workers; None: the data module's (idle between epochs)
+        self._num_workers = 0
         #: epoch -> {"acc", "bacc", "auroc", "majority_acc", "loss"}; saved in checkpoints so a resumed
         #: run's curve still starts at the initial network
         self.history: dict[int, dict[str, float]] = {}
@@ -70,6 +73,7 @@ class KNNProbe(pl.Callback):
             return None
         if not dm.splits.get("val"):
             return None
+        self._num_workers = self.num_workers if self.num_workers is not None else getattr(dm, "num_workers", 0)
 
         def make(split: str, limit: Optional[int]) -> FaceImageDataset:
             return FaceImageDataset(dm.splits[split][:limit], dm.eval_transform, dm.labels[split][:limit],
@@ -80,7 +84,8 @@ class KNNProbe(pl.Callback):
     def _batches(self, dataset: FaceImageDataset, device: torch.device, limit: Optional[int] = None,
                  shuffle: bool = False) -> Iterator[torch.Tensor]:
         generator = torch.Generator().manual_seed(0)  # the same recalibration images in every measurement
-        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=0, shuffle=shuffle, generator=generator)
+        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self._num_workers, shuffle=shuffle,
+                            generator=generator)
         for i, batch in enumerate(loader):
             if limit is not None and i >= limit:
                 return
