@@ -11,6 +11,8 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+
+from facefd.data.sample_faces import SAMPLE_ATTRIBUTES
 from helpers import ConstantFeatures, PooledPixels
 
 from conftest import compose_train
@@ -57,21 +59,24 @@ def test_linear_probe_beats_chance_and_metrics_match_hand_computation(probe_root
     for j, name in enumerate(names):
         expected_acc = float(((probs[:, j] > 0.5) == test_labels[:, j]).mean())
         assert metrics[f"test/acc/{name}"] == pytest.approx(expected_acc, abs=1e-6)
-        assert metrics[f"test/auroc/{name}"] == pytest.approx(rank_auroc(probs[:, j], test_labels[:, j]), abs=1e-4)
+        if 0 < test_labels[:, j].sum() < len(test_labels):  # AUROC is undefined when one class is absent
+            assert metrics[f"test/auroc/{name}"] == pytest.approx(rank_auroc(probs[:, j], test_labels[:, j]), abs=1e-4)
+    # the test split (12 people) holds both classes of most attributes, so the check above is not vacuous
+    assert sum(0 < test_labels[:, j].sum() < len(test_labels) for j in range(len(names))) >= len(names) - 2
     # Features that carry colour: each colour attribute is separated far better than chance (AUROC 0.5),
-    # and accuracy beats always answering the majority class by 10 points on average.
+    # and accuracy removes more than half of the errors of always answering the majority class.
     majority = np.maximum(test_labels.mean(0), 1 - test_labels.mean(0))
     cols = [names.index(n) for n in COLOUR_ATTRIBUTES]
     for name in COLOUR_ATTRIBUTES:
         assert metrics[f"test/auroc/{name}"] > 0.9, name
     accs = np.array([metrics[f"test/acc/{n}"] for n in COLOUR_ATTRIBUTES])
-    assert accs.mean() > majority[cols].mean() + 0.10
+    assert accs.mean() > majority[cols].mean() + 0.5 * (1 - majority[cols].mean())
     assert metrics["test/acc"] == pytest.approx(np.mean([metrics[f"test/acc/{n}"] for n in names]), abs=1e-6)
 
 
 def test_mlp_probe_beats_chance(probe_root, tmp_path):
     dm, _, metrics = fit_probe(probe_root, PooledPixels(), tmp_path / "cache", head="mlp", hidden_dim=64, depth=2)
-    assert len(dm.attribute_names) == 11
+    assert len(dm.attribute_names) == len(SAMPLE_ATTRIBUTES)
     for name in COLOUR_ATTRIBUTES:
         assert metrics[f"test/auroc/{name}"] > 0.9, name
 
@@ -81,7 +86,8 @@ def test_probe_on_constant_features_does_not_beat_chance(probe_root, tmp_path):
     names, test_labels = label_split(probe_root, 2)
     positive_rate = test_labels.mean(0)
     for j, name in enumerate(names):
-        assert metrics[f"test/auroc/{name}"] == pytest.approx(0.5, abs=1e-6)  # all scores tie
+        if 0 < test_labels[:, j].sum() < len(test_labels):  # AUROC is undefined when one class is absent
+            assert metrics[f"test/auroc/{name}"] == pytest.approx(0.5, abs=1e-6)  # all scores tie
         # one answer for every image: the accuracy is the rate of that answer in the test labels
         acc = metrics[f"test/acc/{name}"]
         assert min(abs(acc - positive_rate[j]), abs(acc - (1 - positive_rate[j]))) < 1e-6
