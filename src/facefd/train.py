@@ -11,14 +11,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from facefd.utils.hydra import instantiate_list
-from facefd.utils.threads import limit_threads_to_cpu_quota
+from facefd.utils.entry import entry_point
 
 log = logging.getLogger(__name__)
 
 
+@entry_point
 def run(cfg: DictConfig) -> Optional[float]:
     """Fit ``cfg.model`` on ``cfg.data``; return ``cfg.optimized_metric`` for sweepers (None if not logged)."""
-    limit_threads_to_cpu_quota()
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)

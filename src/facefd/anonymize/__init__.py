@@ -6,17 +6,16 @@ from typing import Any
 
 from facefd.anonymize.anonymizer import Anonymizer, PrivacyGuard, seed_for
 from facefd.anonymize.prompts import Prompts, attribute_phrase, build_prompts
+from facefd.utils.entry import entry_point
 
 log = logging.getLogger(__name__)
 
 
+@entry_point
 def run(cfg: Any) -> dict[str, int]:
     """``python anonymize.py input=DIR output=DIR anonymizer=...``: build the anonymizer and run it."""
     from hydra.utils import instantiate
 
-    from facefd.utils.threads import limit_threads_to_cpu_quota
-
-    limit_threads_to_cpu_quota()
     for key in ("input", "output"):
         if not cfg.get(key):
             raise ValueError(f"anonymize.py needs {key}=<folder>")

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from facefd.evaluation.reid import reid  # noqa: E402,F401  (public: facefd.evaluation.reid)
-from facefd.utils.threads import limit_threads_to_cpu_quota
+from facefd.utils.entry import entry_point
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +211,8 @@ TASKS: dict[str, Callable[[DictConfig], Any]] = {
 }
 
 
+@entry_point
 def run(cfg: DictConfig) -> Any:
-    limit_threads_to_cpu_quota()
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task={cfg.task!r}; available: {sorted(TASKS)}")
     return TASKS[cfg.task](cfg)

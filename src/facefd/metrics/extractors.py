@@ -99,9 +99,9 @@ def create_random_timm_model(model_name: str, **kwargs) -> torch.nn.Module:
         return timm.create_model(model_name, pretrained=False, **kwargs)
 
 
-def fdd_extractor(path: str | Path) -> FeatureExtractor:
+def fdd_extractor(path: str | Path, trust_code: Optional[bool] = None) -> FeatureExtractor:
     """The DINO-faces extractor exported by ``train.py`` (see :func:`facefd.load_extractor`)."""
-    return load_extractor(path)
+    return load_extractor(path, trust_code=trust_code)
 
 
 EXTRACTOR_NAMES = "fdd | inception | timm:<model_name> | random:<timm model_name> | {_target_: ...}"

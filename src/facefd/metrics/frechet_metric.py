@@ -341,9 +341,10 @@ class FrechetDistance(Metric):
 
 
 class FDD(FrechetDistance):
-    """Fréchet distance on the DINO-faces extractor exported by training (``extractor.safetensors``)."""
+    """Fréchet distance on the DINO-faces extractor exported by training (``extractor.safetensors``).
+    ``trust_code=True``: the card may name a backbone builder outside the allow-list (see ``load_extractor``)."""
 
-    def __init__(self, extractor_path: str | Path, **kwargs: Any) -> None:
+    def __init__(self, extractor_path: str | Path, trust_code: Optional[bool] = None, **kwargs: Any) -> None:
         from facefd.models.extractor import load_extractor
 
-        super().__init__(load_extractor(extractor_path), **kwargs)
+        super().__init__(load_extractor(extractor_path, trust_code=trust_code), **kwargs)

@@ -1,9 +1,17 @@
-"""Backbone construction and feature width, for any ``nn.Module`` factory (timm by default)."""
+"""Backbone construction and feature width, for any ``nn.Module`` factory (timm by default).
+
+Specs ``{"target": ..., "kwargs": ...}`` stored in extractor cards and checkpoints may come from a
+stranger, so turning one back into a callable goes through an allow-list (timm's registry of model
+names, torch's optimizers, facefd's own builders); any other import path needs ``trust_code=True``
+from the person running the command, and is refused before anything is imported.
+"""
 from __future__ import annotations
 
 import functools
 import importlib
-from typing import Any, Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -38,18 +46,82 @@ def factory_spec(factory: BackboneFactory) -> dict[str, Any]:
     return {"target": target, "kwargs": plain(kwargs)}
 
 
-def partial_from_spec(spec: dict[str, Any] | Callable[..., Any]) -> functools.partial:
-    """Inverse of :func:`factory_spec` (a callable passes through as a partial)."""
+class UntrustedCodeError(PermissionError):
+    """A stored spec names code outside the allow-list and the user did not opt in with ``trust_code``."""
+
+
+#: Names under which timm's factory is stored (``factory_spec`` writes the defining module's path).
+TIMM_FACTORIES = frozenset({"timm.create_model", "timm.models.create_model", "timm.models._factory.create_model"})
+#: facefd's own builders, by the name a spec stores.
+FACEFD_BUILDERS = frozenset({"facefd.models.optim.LARS", "facefd.metrics.extractors.create_random_timm_model"})
+#: timm keyword arguments that read files or the network (``checkpoint_path`` goes through ``torch.load``).
+TIMM_FILE_KWARGS = frozenset({"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"})
+
+
+def _is_torch_optimizer(target: str) -> bool:
+    module_name, _, attr = target.rpartition(".")
+    if not (module_name == "torch.optim" or module_name.startswith("torch.optim.")):
+        return False
+    cls = getattr(torch.optim, attr, None)  # only names torch.optim itself exports
+    return isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and (
+        module_name == "torch.optim" or cls.__module__ == module_name)
+
+
+_TRUST_CODE: ContextVar[bool] = ContextVar("facefd_trust_code", default=False)
+
+
+@contextmanager
+def trusting_code(enabled: bool = True) -> Iterator[None]:
+    """Within the block, specs from files may name any code (the entry points' ``trust_code=true``)."""
+    token = _TRUST_CODE.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _TRUST_CODE.reset(token)
+
+
+def check_trusted(spec: dict[str, Any], trust_code: Optional[bool] = None, source: str = "a stored spec") -> None:
+    """Raise :class:`UntrustedCodeError` unless ``spec`` only names allow-listed code, or the caller trusts
+    it (``trust_code=True``, or ``None`` inside :func:`trusting_code`)."""
+    if trust_code if trust_code is not None else _TRUST_CODE.get():
+        return
+    target, kwargs = spec.get("target"), dict(spec.get("kwargs") or {})
+    hint = ("only timm models (by registered name), torch.optim optimizers and facefd's own builders are "
+            "built from files; if you trust the file's author, opt in with trust_code=true "
+            "(Python: trust_code=True)")
+    if not isinstance(target, str) or not target:
+        raise UntrustedCodeError(f"{source}: missing or invalid target {target!r}")
+    if target in TIMM_FACTORIES or target == "facefd.metrics.extractors.create_random_timm_model":
+        import timm
+
+        name = kwargs.get("model_name")
+        if not isinstance(name, str) or not timm.is_model(name):
+            raise UntrustedCodeError(f"{source}: model_name {name!r} is not a timm model registered in this "
+                                     f"install (hub ids and local-dir: configs are not built from files); {hint}")
+        bad = sorted(TIMM_FILE_KWARGS & kwargs.keys())
+        if bad:
+            raise UntrustedCodeError(f"{source}: target {target} with {bad} would read another file; {hint}")
+        return
+    if target in FACEFD_BUILDERS or _is_torch_optimizer(target):
+        return
+    raise UntrustedCodeError(f"{source}: target {target!r} is not on the allow-list; {hint}")
+
+
+def partial_from_spec(spec: dict[str, Any] | Callable[..., Any], trust_code: Optional[bool] = None,
+                      source: str = "a stored spec") -> functools.partial:
+    """Inverse of :func:`factory_spec` (a callable passes through as a partial: it is the caller's own
+    code). A spec dict is checked with :func:`check_trusted` before its module is imported."""
     if callable(spec):
         return spec if isinstance(spec, functools.partial) else functools.partial(spec)
+    check_trusted(spec, trust_code, source)
     module_name, _, attr = spec["target"].rpartition(".")
     fn = getattr(importlib.import_module(module_name), attr)
     return functools.partial(fn, **dict(spec.get("kwargs", {})))
 
 
-def build_from_spec(spec: dict[str, Any]) -> nn.Module:
+def build_from_spec(spec: dict[str, Any], trust_code: Optional[bool] = None, source: str = "a stored spec") -> nn.Module:
     """Build a backbone from its spec without downloading anything (``pretrained`` is forced off)."""
-    factory = partial_from_spec(spec)
+    factory = partial_from_spec(spec, trust_code, source)
     if "pretrained" in factory.keywords:
         factory = functools.partial(factory.func, **{**factory.keywords, "pretrained": False})
     return factory()

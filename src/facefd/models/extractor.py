@@ -2,7 +2,10 @@
 
 The JSON names how to rebuild the backbone (``{"target": "timm.create_model", "kwargs": ...}``),
 the feature width, the input size and the normalisation, so ``load_extractor`` needs nothing else
-and never touches the network.
+and never touches the network. A card may come from a stranger: its target must be on the allow-list
+of :mod:`facefd.models.backbone` unless the caller passes ``trust_code=True``, and the fingerprint
+(reference ``.npz`` files, feature caches, probe heads) covers everything that changes the features:
+weights, architecture spec, width, input size, resize and normalisation.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ FORMAT = "facefd-extractor"
 FORMAT_VERSION = 1
 #: Version of the resize/normalise step in :meth:`FeatureExtractor.forward`; part of the fingerprint.
 PREPROCESSING_VERSION = 1
+#: The one resize :meth:`FeatureExtractor.preprocess` applies, as cards record it.
+RESIZE = "bilinear, antialias=True, to input_size x input_size"
 
 
 class ExtractorFileError(ValueError):
@@ -103,13 +108,13 @@ def save_extractor(backbone: nn.Module, backbone_spec: dict[str, Any], path: str
         "weights": path.name, "sha256": file_sha256(path), "backbone": backbone_spec,
         "num_features": int(num_features), "input_size": int(input_size),
         "mean": [float(m) for m in mean], "std": [float(s) for s in std],
-        "resize": "bilinear, antialias=True, to input_size x input_size", "source": source or {},
+        "resize": RESIZE, "source": source or {},
     }
     write_text(path.with_suffix(".json"), json.dumps(card, indent=2))
     return path
 
 
-def _card_and_weights(path: Path) -> tuple[dict[str, Any], Path]:
+def _card_and_weights(path: Path) -> tuple[dict[str, Any], Path, Path]:
     if path.is_dir():
         path = path / "extractor.safetensors"
     card_path = path if path.suffix == ".json" else path.with_suffix(".json")
@@ -122,34 +127,82 @@ def _card_and_weights(path: Path) -> tuple[dict[str, Any], Path]:
         card = json.loads(card_path.read_text())
     except json.JSONDecodeError as exc:
         raise ExtractorFileError(f"{card_path} is not valid JSON: {exc}") from exc
-    if card.get("format") != FORMAT:
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        card = card if isinstance(card, dict) else {}
         raise ExtractorFileError(f"{card_path} is not a facefd extractor card (format={card.get('format')!r})")
     if card.get("format_version", 0) > FORMAT_VERSION:
         raise ExtractorFileError(f"{card_path} has format_version {card['format_version']}; "
                                  f"this facefd reads up to {FORMAT_VERSION}: upgrade facefd")
+    missing = [k for k in CARD_KEYS if k not in card]
+    if missing:
+        raise ExtractorFileError(f"{card_path} lacks {missing}: not a complete facefd extractor card "
+                                 "(re-export it with `python evaluate.py task=export ckpt_path=...`)")
+    problems = _card_problems(card)
+    if problems:
+        raise ExtractorFileError(f"{card_path}: {'; '.join(problems)}")
     weights = card_path.parent / card["weights"]
+    if Path(card["weights"]).name != card["weights"]:
+        raise ExtractorFileError(f"{card_path}: weights {card['weights']!r} must be a file name next to the card")
     if not weights.exists():
         raise ExtractorFileError(f"extractor weights {weights} (named in {card_path}) not found")
-    return card, weights
+    return card, weights, card_path
 
 
-def load_extractor(path: str | Path, device: str | torch.device = "cpu") -> FeatureExtractor:
-    """Load an exported extractor (``.safetensors``, its ``.json`` card, or their folder), offline, in eval mode."""
+CARD_KEYS = ("weights", "backbone", "num_features", "input_size", "mean", "std")
+
+
+def _card_problems(card: dict[str, Any]) -> list[str]:
+    problems = []
+    if not isinstance(card["backbone"], dict) or not isinstance(card["backbone"].get("target"), str):
+        problems.append('"backbone" must be {"target": ..., "kwargs": {...}}')
+    for key in ("num_features", "input_size"):
+        if not isinstance(card[key], int) or isinstance(card[key], bool) or card[key] <= 0:
+            problems.append(f'"{key}" must be a positive integer, got {card[key]!r}')
+    for key in ("mean", "std"):
+        v = card[key]
+        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)):
+            problems.append(f'"{key}" must be 3 numbers, got {v!r}')
+    if isinstance(card["std"], list) and any(isinstance(x, (int, float)) and x <= 0 for x in card["std"]):
+        problems.append('"std" must be positive')
+    if card.get("resize", RESIZE) != RESIZE:
+        problems.append(f'"resize" is {card["resize"]!r}; this facefd resizes with {RESIZE!r} only')
+    return problems
+
+
+def card_fingerprint(card: dict[str, Any], weights_sha256: str) -> str:
+    """The extractor's identity: a hash of the weights and of every card field that changes the features."""
+    identity = {"weights_sha256": weights_sha256, "backbone": card["backbone"],
+                "num_features": card["num_features"], "input_size": card["input_size"],
+                "mean": [float(m) for m in card["mean"]], "std": [float(s) for s in card["std"]],
+                "resize": card.get("resize", ""), "preprocessing_version": card.get("preprocessing_version", 1)}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def load_extractor(path: str | Path, device: str | torch.device = "cpu", trust_code: Optional[bool] = None) -> FeatureExtractor:
+    """Load an exported extractor (``.safetensors``, its ``.json`` card, or their folder), offline, in eval mode.
+
+    ``trust_code=True`` lets the card name a backbone builder outside the allow-list (timm's registered
+    models and facefd's builders): only for cards from people whose code you would run.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    card, weights = _card_and_weights(Path(path).expanduser())
+    card, weights, card_path = _card_and_weights(Path(path).expanduser())
     sha = file_sha256(weights)
     if card.get("sha256") and card["sha256"] != sha:
         raise ExtractorFileError(f"{weights} does not match its card: sha256 {sha[:12]}... != {card['sha256'][:12]}...")
-    backbone = build_from_spec(card["backbone"])
-    state = load_file(str(weights), device="cpu")
+    backbone = build_from_spec(card["backbone"], trust_code=trust_code, source=f"extractor card {card_path}")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise ExtractorFileError(f"{weights} is not a readable safetensors file (truncated or corrupt?): {exc}") from exc
     try:
         backbone.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ExtractorFileError(
             f"{weights} does not fit the backbone {card['backbone']} described in its card: {exc}"
         ) from exc
-    fingerprint = hashlib.sha256(f"{sha}:{card.get('preprocessing_version', 1)}".encode()).hexdigest()
+    fingerprint = card_fingerprint(card, sha)
     extractor = FeatureExtractor(backbone, card["num_features"], card["input_size"], card["mean"], card["std"],
                                  fingerprint=fingerprint, card=card)
     return extractor.to(device)

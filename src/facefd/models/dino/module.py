@@ -48,6 +48,10 @@ class DINOModule(pl.LightningModule):
         nonfinite_check_every_n_steps: how often the NaN/inf flag is read on the host (and always at
             the last batch of an epoch, before checkpoints). The reference reads ``loss.item()``
             every step, which stalls the GPU queue; the flag is accumulated on the device instead.
+
+    A checkpoint's stored backbone/optimizer specs must be on the allow-list (timm models, torch
+    optimizers, facefd builders); to load one that names other code, the caller opts in with
+    ``with facefd.trusting_code(): DINOModule.load_from_checkpoint(path)`` -- never the checkpoint itself.
     """
 
     def __init__(
@@ -76,10 +80,12 @@ class DINOModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["backbone", "optimizer", "head"])
-        self.hparams.backbone = backbone_spec = factory_spec(partial_from_spec(backbone))
-        self.hparams.optimizer = factory_spec(partial_from_spec(optimizer))
+        backbone = partial_from_spec(backbone, source="the checkpoint's backbone")
+        optimizer = partial_from_spec(optimizer, source="the checkpoint's optimizer")
+        self.hparams.backbone = backbone_spec = factory_spec(backbone)
+        self.hparams.optimizer = factory_spec(optimizer)
+        self._optimizer_factory = optimizer  # already checked: the spec is not re-resolved later
         self.hparams.head = head_kwargs = plain(dict(head or {}))
-        backbone = partial_from_spec(backbone_spec)
         student_backbone = backbone(drop_path_rate=student_drop_path_rate) if student_drop_path_rate else backbone()
         self.embed_dim = feature_width(student_backbone)
         self.student = nn.ModuleDict(
@@ -191,7 +197,7 @@ class DINOModule(pl.LightningModule):
     # ----------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
-        optimizer = partial_from_spec(hp.optimizer)(regularization_groups([self.student]))
+        optimizer = self._optimizer_factory(regularization_groups([self.student]))
         base_lr = optimizer.defaults["lr"]
         base_wd = optimizer.defaults.get("weight_decay", 0.0)
         world = self.trainer.world_size * self.trainer.accumulate_grad_batches

@@ -46,7 +46,9 @@ class ProbeModule(pl.LightningModule):
         super().__init__()
         optimizer = optimizer or {"target": "torch.optim.AdamW", "kwargs": {"lr": 0.01, "weight_decay": 0.0}}
         self.save_hyperparameters(logger=False, ignore=["optimizer"])
-        self.hparams.optimizer = factory_spec(partial_from_spec(optimizer))  # plain: weights_only-safe ckpts
+        # a spec from a checkpoint must be on the allow-list unless the caller is inside trusting_code()
+        self._optimizer_factory = partial_from_spec(optimizer, source="the checkpoint's optimizer")
+        self.hparams.optimizer = factory_spec(self._optimizer_factory)  # plain: weights_only-safe ckpts
         self.heads: Optional[ProbeHeads] = None
         self.extractor_fingerprint = ""
 
@@ -166,8 +168,7 @@ class ProbeModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
-        factory = partial_from_spec(self.hparams.optimizer)
-        optimizer = factory(self.heads.parameters())
+        optimizer = self._optimizer_factory(self.heads.parameters())
         if self.hparams.scale_lr:  # eval_linear: lr * batch_size_per_gpu * world_size / 256
             batch = self.trainer.datamodule.batch_size * self.trainer.world_size
             for group in optimizer.param_groups:

@@ -75,12 +75,14 @@ class AttributePredictor(nn.Module):
         extractor: the feature extractor the heads were trained on, or a path to an extractor file.
         heads_checkpoint: ``probe_heads.safetensors`` or a ``ProbeModule`` ``.ckpt``.
         check_extractor: refuse heads trained on another extractor (compared by fingerprint).
+        trust_code: an extractor file's card may name a builder outside the allow-list (``load_extractor``).
     """
 
     def __init__(self, extractor: nn.Module | str | Path, heads_checkpoint: str | Path, batch_size: int = 64,
-                 check_extractor: bool = True) -> None:
+                 check_extractor: bool = True, trust_code: Optional[bool] = None) -> None:
         super().__init__()
-        self.extractor = load_extractor(extractor) if isinstance(extractor, (str, Path)) else extractor
+        self.extractor = (load_extractor(extractor, trust_code=trust_code) if isinstance(extractor, (str, Path))
+                          else extractor)
         self.heads, self.card = load_heads(heads_checkpoint)
         expected = self.card.get("extractor_fingerprint")
         if check_extractor and expected and module_fingerprint(self.extractor) != expected:

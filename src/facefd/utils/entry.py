@@ -1,0 +1,24 @@
+"""What every entry point (train, evaluate, anonymize) does around its job: cap CPU threads to the
+cgroup quota and apply the user's ``trust_code`` decision to every file the job reads."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, TypeVar
+
+from facefd.models.backbone import trusting_code
+from facefd.utils.threads import limit_threads_to_cpu_quota
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def entry_point(run: F) -> F:
+    """Wrap ``run(cfg)``: threads capped; cards and checkpoints may name code outside the allow-list only
+    when the command line says ``trust_code=true``."""
+
+    @functools.wraps(run)
+    def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> Any:
+        limit_threads_to_cpu_quota()
+        with trusting_code(bool(cfg.get("trust_code", False))):
+            return run(cfg, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
