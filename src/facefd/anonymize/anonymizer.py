@@ -2,33 +2,85 @@
 text-to-image -> a new portrait, or the new face blended back into the photo.
 
 Data safety: inputs are only read (the output folder may not be the input folder or inside it);
-every output file is written atomically; ``manifest.jsonl`` gets one line per image (source, face box,
-attributes, prompts, dropped attributes, seed, model, scheduler, steps, status); a re-run skips
-images the manifest lists as finished whose output exists; an unreadable image is recorded as an
-error and the run goes on; images without a face are copied unchanged and listed.
+every output file is written atomically, from pixels only (no EXIF, GPS, XMP, ICC or text chunks);
+two inputs that would share an output name are refused before any work; ``manifest.jsonl`` gets one
+line per image (source, face box, attributes, prompts, dropped attributes, seed, model, scheduler,
+steps, status, output size and sha256); a re-run redoes any image whose output is missing or does not
+match its recorded size and sha256, and reads past a line cut off by a killed run; an unreadable
+image is recorded as an error and the run goes on. An image where no face is found (a real face the
+detector missed, too) is not published by default: ``on_no_face=skip`` writes nothing for it,
+``blur`` writes it blurred beyond recognition, ``copy`` writes its pixels unchanged.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from PIL import Image
+from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 
 from facefd.anonymize.faces import Box, FaceDetector, biggest_face, expand_square, paste_face
 from facefd.anonymize.prompts import CLIP_CONTENT_TOKENS, Prompts, build_prompts, clip_token_counter
 from facefd.data.images import list_images, load_rgb
-from facefd.utils.files import atomic_path
+from facefd.utils.files import atomic_path, json_safe
 
 log = logging.getLogger(__name__)
 
 MODES = ("portrait", "paste")
 FINISHED = ("anonymized", "no_face")
+#: What to write for an image without a detected face: nothing (default), a blurred copy, or the pixels.
+ON_NO_FACE = ("skip", "blur", "copy")
+
+
+class OutputNameClashError(ValueError):
+    """Two inputs would be written to the same output file."""
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """Records of ``manifest.jsonl``; a line cut off by a killed run (or any non-JSON line) is skipped
+    with a warning that names the file and line."""
+    records = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s:%d is not a complete JSON record (a run cut off while writing?); skipped", path, n)
+            continue
+        if isinstance(rec, dict) and "key" in rec:
+            records.append(rec)
+        else:
+            log.warning("%s:%d is not a manifest record; skipped", path, n)
+    return records
+
+
+def save_clean(image: Image.Image, path: Path) -> dict[str, Any]:
+    """Write ``image``'s pixels only (a fresh image: no EXIF, GPS, XMP, ICC profile or text chunks),
+    atomically; return the ``output_size``/``output_sha256`` the manifest keeps for resume checks."""
+    clean = Image.frombytes(image.mode, image.size, image.tobytes())
+    fmt = _pil_format(path)
+    with atomic_path(path) as tmp:
+        clean.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    data = path.read_bytes()
+    return {"output_size": len(data), "output_sha256": hashlib.sha256(data).hexdigest()}
+
+
+def output_intact(rec: dict[str, Any]) -> bool:
+    """The record's output file exists with the size and sha256 written when it was finished."""
+    path = Path(rec.get("output") or "")
+    if not rec.get("output") or not path.is_file() or path.stat().st_size != rec.get("output_size"):
+        return False
+    return hashlib.sha256(path.read_bytes()).hexdigest() == rec.get("output_sha256")
+
+
+def blur_beyond_recognition(image: Image.Image) -> Image.Image:
+    """A whole-image Gaussian blur with a radius of 1/16 of the longer side: no face survives it."""
+    return image.filter(ImageFilter.GaussianBlur(radius=max(image.size) / 16))
 
 
 def seed_for(run_seed: int, key: str) -> int:
@@ -81,7 +133,11 @@ class Anonymizer:
                  detector: FaceDetector, mode: str = "portrait", faces: str = "biggest", seed: int = 0,
                  batch_size: int = 4, long_prompts: str = "chunk", max_tokens: int = CLIP_CONTENT_TOKENS,
                  margin: float = 0.4, feather: float = 0.15, privacy_guard: Optional[PrivacyGuard] = None,
-                 model_id: str = "", output_format: str = "png", manifest_name: str = "manifest.jsonl") -> None:
+                 model_id: str = "", output_format: str = "png", manifest_name: str = "manifest.jsonl",
+                 on_no_face: str = "skip") -> None:
+        if on_no_face not in ON_NO_FACE:
+            raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
+        self.on_no_face = on_no_face
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if faces not in ("biggest", "all"):
@@ -160,9 +216,12 @@ class Anonymizer:
             out = paste_face(out, f.image, f.crop_box, self.feather)
         return out
 
-    def _record(self, job: _ImageJob, output: Path, status: str) -> dict[str, Any]:
-        rec: dict[str, Any] = {"key": job.key, "source": str(job.source), "output": str(output), "status": status,
-                               **self._settings()}
+    def _record(self, job: _ImageJob, output: Optional[Path], status: str,
+                written: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        rec: dict[str, Any] = {"key": job.key, "source": str(job.source), "output": str(output) if output else None,
+                               "status": status, **(written or {}), **self._settings()}
+        if status == "no_face":
+            rec["on_no_face"] = self.on_no_face
         rec["faces"] = [{
             "box": f.box.as_list(), "crop": f.crop_box.as_list(), "attributes": f.attributes,
             "prompt": f.prompts.positive, "negative_prompt": f.prompts.negative,
@@ -179,6 +238,7 @@ class Anonymizer:
             raise ValueError(f"output folder {out} must not be the input folder or inside it (inputs are never "
                              "overwritten)")
         files = list_images(src)
+        self._check_output_names(src, files, out)
         out.mkdir(parents=True, exist_ok=True)
         manifest = out / self.manifest_name
         done = self._finished(manifest)
@@ -189,8 +249,12 @@ class Anonymizer:
         bar = tqdm(total=len(pending), desc="anonymizing", disable=not progress)
         batch: list[_ImageJob] = []
         with open(manifest, "a") as log_file:
+            if log_file.tell() > 0 and not manifest.read_bytes().endswith(b"\n"):
+                log.warning("%s ends in a cut-off line (a killed run?); new records start on a fresh line", manifest)
+                log_file.write("\n")
+
             def write(rec: dict[str, Any]) -> None:
-                log_file.write(json.dumps(rec, default=str) + "\n")
+                log_file.write(json.dumps(json_safe(rec), default=str, allow_nan=False) + "\n")
                 log_file.flush()
                 counts[rec["status"]] += 1
                 bar.update(1)
@@ -208,9 +272,7 @@ class Anonymizer:
                     return
                 for j in batch:
                     target = self._output_path(out, j.key)
-                    with atomic_path(target) as tmp:
-                        self._compose(j).save(tmp, format=_pil_format(target))
-                    write(self._record(j, target, "anonymized"))
+                    write(self._record(j, target, "anonymized", save_clean(self._compose(j), target)))
                 batch.clear()
 
             for path in pending:
@@ -222,10 +284,12 @@ class Anonymizer:
                     write({"key": key, "source": str(path), "status": "error", "error": f"{type(exc).__name__}: {exc}"})
                     continue
                 if not job.faces:
-                    target = out / key
-                    with atomic_path(target) as tmp:
-                        shutil.copyfile(path, tmp)
-                    write(self._record(job, target, "no_face"))
+                    if self.on_no_face == "skip":
+                        write(self._record(job, None, "no_face"))
+                        continue
+                    target = self._output_path(out, key)
+                    shown = job.original if self.on_no_face == "copy" else blur_beyond_recognition(job.original)
+                    write(self._record(job, target, "no_face", save_clean(shown, target)))
                     continue
                 batch.append(job)
                 if sum(len(j.faces) for j in batch) >= self.batch_size:
@@ -236,22 +300,37 @@ class Anonymizer:
         log.info("anonymization: %s (manifest %s)", counts, manifest)
         return counts
 
-    @staticmethod
-    def _finished(manifest: Path) -> set[str]:
-        """Keys (relative paths) whose last manifest line says finished and whose output exists."""
+    def _check_output_names(self, src: Path, files: Sequence[Path], out: Path) -> None:
+        """Refuse, before any work, inputs that would share an output file (``x.jpg`` and ``x.png`` both
+        giving ``x.png``)."""
+        owner: dict[str, str] = {}
+        clashes = []
+        for f in files:
+            key = f.relative_to(src).as_posix()
+            target = self._output_path(out, key).as_posix().lower()  # case-insensitive file systems too
+            if target in owner:
+                clashes.append(f"{owner[target]} and {key} -> {self._output_path(out, key)}")
+            owner.setdefault(target, key)
+        if clashes:
+            raise OutputNameClashError(
+                f"{len(clashes)} output name clash(es) under {out}: " + "; ".join(clashes[:5])
+                + ("" if self.output_format == "same" else "; rename the inputs or set output_format=same "
+                   "(each output keeps its input's name and format)"))
+
+    def _finished(self, manifest: Path) -> set[str]:
+        """Keys whose last manifest record is finished: with the same ``on_no_face`` for images without a
+        face, and an output that still has the size and sha256 it was written with."""
         if not manifest.exists():
             return set()
-        last: dict[str, dict[str, Any]] = {}
-        for n, line in enumerate(manifest.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s:%d is not JSON (an interrupted write?); ignored", manifest, n)
-                continue
-            last[rec["key"]] = rec
-        return {k for k, rec in last.items() if rec.get("status") in FINISHED and Path(rec.get("output", "")).exists()}
+        last = {rec["key"]: rec for rec in read_manifest(manifest)}
+        done = set()
+        for key, rec in last.items():
+            if rec.get("status") == "anonymized" and output_intact(rec):
+                done.add(key)
+            elif rec.get("status") == "no_face" and rec.get("on_no_face") == self.on_no_face and (
+                    self.on_no_face == "skip" or output_intact(rec)):
+                done.add(key)
+        return done
 
 
 def _pil_format(path: Path) -> str:

@@ -99,12 +99,18 @@ class TextToImage:
     image depends only on its own seed and prompts, not on the batch it was generated in.
     ``long_prompts="chunk"`` encodes prompts over 77 tokens in chunks with compel (padded to equal
     length); ``"truncate"`` expects prompts already fitted (see :func:`build_prompts`).
+
+    What is guaranteed: the same seeds, prompts and batch give the same images. An image generated
+    alone and the same image inside a batch agree only up to floating-point summation order (PyTorch's
+    batched kernels may add in another order), unless ``reproducible=True``: then every image is
+    generated in its own pipeline call, so it is bit-identical whatever batch it was asked for in
+    (slower on a GPU, where batching pays).
     """
 
     def __init__(self, pipe: Any, steps: int = 15, guidance_scale: float = 7.0, size: int = 512,
-                 long_prompts: str = "chunk") -> None:
+                 long_prompts: str = "chunk", reproducible: bool = False) -> None:
         self.pipe, self.steps, self.guidance_scale, self.size = pipe, steps, guidance_scale, size
-        self.long_prompts = long_prompts
+        self.long_prompts, self.reproducible = long_prompts, reproducible
         self._compel = None
 
     @property
@@ -129,6 +135,8 @@ class TextToImage:
                  **extra: Any) -> list[Image.Image]:
         if not (len(positives) == len(negatives) == len(seeds)):
             raise ValueError("one positive prompt, one negative prompt and one seed per image")
+        if self.reproducible and len(seeds) > 1:
+            return [img for p, n, s in zip(positives, negatives, seeds) for img in self([p], [n], [s], **extra)]
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
         if hasattr(self.pipe.scheduler, "noise_sampler_seed"):
             self.pipe.scheduler.noise_sampler_seed = [int(s) for s in seeds] if len(seeds) > 1 else int(seeds[0])

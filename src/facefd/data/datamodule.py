@@ -224,12 +224,14 @@ class SampleFacesDataModule(FaceImageDataModule):
     """The embedded default: the procedurally drawn face set, generated once into ``root``."""
 
     def __init__(self, root: str, num_images: int = 3000, image_size: int = 64, generator_seed: int = 0,
-                 **kwargs: Any) -> None:
+                 background: str = "plain", **kwargs: Any) -> None:
         super().__init__(root=root, **kwargs)
         self.num_images, self.image_size, self.generator_seed = num_images, image_size, generator_seed
+        self.background = background
 
     def prepare_data(self) -> None:
-        generate_sample_faces(self.root, self.num_images, self.image_size, self.generator_seed)
+        generate_sample_faces(self.root, self.num_images, self.image_size, self.generator_seed,
+                              background=self.background)
 
     def setup(self, stage: Optional[str] = None) -> None:
         if not (self.root / "facefd_sample.json").exists():  # setup() without prepare_data() (scripts, tests)

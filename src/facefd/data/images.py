@@ -5,17 +5,43 @@ import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+#: Pillow's own decompression-bomb threshold (about 9459 x 9459): bigger images are refused unread.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+_max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS
+
+
+def set_max_image_pixels(limit: Optional[int]) -> None:
+    """The one pixel limit of training, evaluation and anonymization (``max_image_pixels=`` on the command
+    line; ``None``/0: no limit). Set before data loaders start: forked workers inherit it."""
+    global _max_image_pixels
+    _max_image_pixels = int(limit) if limit else None
+    Image.MAX_IMAGE_PIXELS = _max_image_pixels  # Pillow then neither warns below it nor refuses above ours
+
+
+def max_image_pixels() -> Optional[int]:
+    return _max_image_pixels
 
 
 class ImageFolderError(ValueError):
     """A folder that cannot be used as an image dataset (missing, empty, bad files)."""
+
+
+class ImageTooLargeError(ImageFolderError):
+    """An image with more pixels than ``max_image_pixels``: refused before it is decoded."""
+
+
+def _check_pixels(img: Image.Image, path: str | Path) -> None:
+    limit = _max_image_pixels
+    if limit and img.width * img.height > limit:
+        raise ImageTooLargeError(f"{path}: {img.width}x{img.height} = {img.width * img.height} pixels is over the "
+                                 f"limit of {limit} (raise it with max_image_pixels=N, or 0 for none)")
 
 
 class BadImagesError(ImageFolderError):
@@ -52,9 +78,11 @@ def load_rgb(path: str | Path) -> Image.Image:
     """Open any supported image as 8-bit RGB.
 
     EXIF orientation is applied; transparent images are composited on white; 16-bit and float
-    grayscale are rescaled to 8 bits instead of being clipped.
+    grayscale are rescaled to 8 bits instead of being clipped. Images over :func:`max_image_pixels`
+    raise :class:`ImageTooLargeError` after reading the header only.
     """
     with Image.open(path) as img:
+        _check_pixels(img, path)
         img = ImageOps.exif_transpose(img)
         img.load()
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -77,6 +105,7 @@ def check_image(path: str | Path) -> str | None:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                _check_pixels(img, path)
                 if img.format == "JPEG":
                     img.draft("RGB", (64, 64))  # decode at reduced scale: still reads every byte
                 img.load()

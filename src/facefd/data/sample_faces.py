@@ -32,6 +32,8 @@ _SKIN_TONES = [(240, 210, 190), (224, 172, 135), (198, 134, 92), (160, 105, 70),
 _PALE_SKIN = (252, 232, 222)
 _IRIS_COLOURS = [(60, 40, 20), (40, 90, 160), (60, 120, 60), (30, 30, 30)]
 _VERSION = 2
+#: plain: one colour per photo; clutter: random shapes behind the person (see :func:`sample_clutter`).
+BACKGROUNDS = ("plain", "clutter")
 
 
 def _jitter(colour: Sequence[float], rng: np.random.Generator, sd: float) -> tuple[int, ...]:
@@ -60,8 +62,26 @@ def sample_identity(rng: np.random.Generator) -> dict[str, Any]:
     }
 
 
-def sample_view(identity: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+def sample_clutter(rng: np.random.Generator, shapes: int = 8) -> list[tuple[str, list[float], tuple[int, ...]]]:
+    """A busy background: random rectangles and ellipses (unit-square boxes) in random colours, so that two
+    crops of one photo see different backgrounds, as in real photos."""
+    out = []
+    for _ in range(shapes):
+        w, h = rng.uniform(0.15, 0.5, 2)
+        x, y = rng.uniform(-0.1, 1.0 - w + 0.1), rng.uniform(-0.1, 1.0 - h + 0.1)
+        out.append((["rect", "ellipse"][rng.integers(2)], [x, y, x + w, y + h],
+                    tuple(int(c) for c in rng.integers(20, 236, 3))))
+    return out
+
+
+def sample_view(identity: dict[str, Any], rng: np.random.Generator, background: str = "plain") -> dict[str, Any]:
     """One photo of a person: expression, hat, glasses on or off, pose, framing, background, light."""
+    view = _sample_view(identity, rng)
+    view["clutter"] = sample_clutter(rng) if background == "clutter" else []
+    return view
+
+
+def _sample_view(identity: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     return {
         "Smiling": bool(rng.random() < 0.5), "Wearing_Hat": bool(rng.random() < 0.15),
         "Eyeglasses": identity["glasses"] and bool(rng.random() < 0.85),
@@ -86,6 +106,8 @@ def draw_face(identity: dict[str, Any], view: dict[str, Any], rng: np.random.Gen
     s = size * 4
     img = Image.new("RGB", (s, s), view["background"])
     d = ImageDraw.Draw(img)
+    for kind, box, colour in view.get("clutter", []):
+        (d.rectangle if kind == "rect" else d.ellipse)([v * s for v in box], fill=colour)
     male, young = identity["Male"], identity["Young"]
     scale = view["scale"]
     cx = s / 2 + view["shift"][0] * s
@@ -156,7 +178,7 @@ def draw_face(identity: dict[str, Any], view: dict[str, Any], rng: np.random.Gen
 
 
 def generate_sample_faces(root: str | Path, num_images: int = 3000, image_size: int = 64, seed: int = 0,
-                          progress: bool = True, views_per_identity: int = 5) -> Path:
+                          progress: bool = True, views_per_identity: int = 5, background: str = "plain") -> Path:
     """Write the sample set to ``root`` once (atomically); an existing complete set is reused.
 
     Images come in runs of ``views_per_identity`` views of one person; the train/val/test partition
@@ -165,6 +187,10 @@ def generate_sample_faces(root: str | Path, num_images: int = 3000, image_size: 
     root = Path(root)
     settings = {"version": _VERSION, "num_images": num_images, "image_size": image_size, "seed": seed,
                 "views_per_identity": views_per_identity}
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    if background != "plain":
+        settings["background"] = background
     marker = root / "facefd_sample.json"
     if marker.exists():
         if json.loads(marker.read_text()) == settings:
@@ -184,7 +210,7 @@ def generate_sample_faces(root: str | Path, num_images: int = 3000, image_size: 
         for i in tqdm(range(num_images), desc="drawing sample faces", disable=not progress):
             if i % views_per_identity == 0:
                 identity = sample_identity(rng)
-            view = sample_view(identity, rng)
+            view = sample_view(identity, rng, background)
             name = f"{i:06d}.png"
             draw_face(identity, view, rng, image_size).save(tmp / "images" / name)
             rows.append((name, face_attributes(identity, view), i // views_per_identity))

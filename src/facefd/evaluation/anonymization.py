@@ -42,11 +42,11 @@ def pair_images(original: str | Path, anonymized: str | Path) -> list[tuple[Path
     manifest = anonymized / "manifest.jsonl"
     pairs: dict[str, tuple[Path, Path]] = {}
     if manifest.exists():
-        for line in manifest.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                if rec.get("status") == "anonymized" and Path(rec["output"]).exists():
-                    pairs[rec["key"]] = (original / rec["key"], Path(rec["output"]))
+        from facefd.anonymize.anonymizer import read_manifest
+
+        for rec in read_manifest(manifest):  # a cut-off last line is skipped with a warning
+            if rec.get("status") == "anonymized" and rec.get("output") and Path(rec["output"]).exists():
+                pairs[rec["key"]] = (original / rec["key"], Path(rec["output"]))
     else:
         by_stem = {p.relative_to(anonymized).with_suffix("").as_posix(): p for p in list_images(anonymized)}
         for p in list_images(original):

@@ -1,10 +1,12 @@
 """What every entry point (train, evaluate, anonymize) does around its job: cap CPU threads to the
-cgroup quota and apply the user's ``trust_code`` decision to every file the job reads."""
+cgroup quota, apply the one image pixel limit, and apply the user's ``trust_code`` decision to every
+file the job reads."""
 from __future__ import annotations
 
 import functools
 from typing import Any, Callable, TypeVar
 
+from facefd.data.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from facefd.models.backbone import trusting_code
 from facefd.utils.threads import limit_threads_to_cpu_quota
 
@@ -18,6 +20,7 @@ def entry_point(run: F) -> F:
     @functools.wraps(run)
     def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> Any:
         limit_threads_to_cpu_quota()
+        set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
         with trusting_code(bool(cfg.get("trust_code", False))):
             return run(cfg, *args, **kwargs)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -18,10 +19,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a finished file gets the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities (no JSON number spells them) become ``null``; containers are walked."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -31,7 +50,8 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, value: Any) -> Path:
-    return write_text(path, json.dumps(value, indent=2, default=str) + "\n")
+    """Strict JSON (``null`` where a value is NaN or infinite), written atomically."""
+    return write_text(path, json.dumps(json_safe(value), indent=2, default=str, allow_nan=False) + "\n")
 
 
 def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> Path:
