@@ -40,20 +40,24 @@ def _state(ckpt: Path) -> dict:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, sample_root):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_equals_uninterrupted_run(tmp_path, sample_root, workers):
+    # With workers the loader prefetches its first indices when its iterator is made, before Lightning's
+    # set_epoch on a resumed run: this once replayed epoch 0's crops (0.63 max weight difference).
+    w = [f"data.num_workers={workers}"]
     straight = tmp_path / "straight"
-    run(compose_train(straight, [], sample_root))
+    run(compose_train(straight, w, sample_root))
 
     interrupted = tmp_path / "interrupted"
-    cfg = compose_train(interrupted, ["+callbacks.stop._target_=helpers.StopAfterEpoch", "+callbacks.stop.epoch=0"],
-                        sample_root)
+    cfg = compose_train(interrupted, w + ["+callbacks.stop._target_=helpers.StopAfterEpoch",
+                                          "+callbacks.stop.epoch=0"], sample_root)
     run(cfg)
     first_half = _state(interrupted / "checkpoints" / "last.ckpt")
     assert not torch.equal(first_half["teacher.backbone.conv1.0.weight"],
                            _state(straight / "checkpoints" / "last.ckpt")["teacher.backbone.conv1.0.weight"])
 
     resumed = tmp_path / "resumed"
-    run(compose_train(resumed, [f"ckpt_path={interrupted / 'checkpoints' / 'last.ckpt'}"], sample_root))
+    run(compose_train(resumed, w + [f"ckpt_path={interrupted / 'checkpoints' / 'last.ckpt'}"], sample_root))
     a, b = _state(straight / "checkpoints" / "last.ckpt"), _state(resumed / "checkpoints" / "last.ckpt")
     assert a.keys() == b.keys()
     for key in a:
@@ -61,7 +65,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, sample_root):
     assert torch.count_nonzero(b["criterion.center"]) > 0
 
 
-def test_bad_images_stop_the_run_and_skip_works(tmp_path):
+def test_bad_images_stop_the_run_and_skip_works(tmp_path, caplog):
     data = tmp_path / "faces"
     (data / "nested").mkdir(parents=True)
     for i in range(40):
@@ -71,8 +75,11 @@ def test_bad_images_stop_the_run_and_skip_works(tmp_path):
             "data.train_transform.local_crops_number=2", "trainer.max_epochs=1"]
     with pytest.raises(BadImagesError, match="broken.png"):
         run(compose_train(tmp_path / "a", base))
+    assert "1 unreadable images stopped the run" in caplog.text and "were skipped" not in caplog.text
+    caplog.clear()
     run(compose_train(tmp_path / "b", base + ["data.skip_bad_images=true"]))
     assert "broken.png" in (tmp_path / "b" / "bad_images.txt").read_text()
+    assert "1 unreadable images were skipped" in caplog.text
     assert (data / "broken.png").exists()  # inputs are never touched
 
 

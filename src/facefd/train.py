@@ -68,7 +68,9 @@ def _write_bad_image_report(datamodule: Any, output_dir: Path) -> None:
     if bad:
         report = output_dir / "bad_images.txt"
         report.write_text("".join(f"{p}\t{r}\n" for p, r in bad))
-        log.warning("%d unreadable images were skipped; list in %s", len(bad), report)
+        what = ("were skipped (data.skip_bad_images=true)" if getattr(datamodule, "skip_bad_images", False)
+                else "stopped the run (set data.skip_bad_images=true to skip them)")
+        log.warning("%d unreadable images %s; list in %s", len(bad), what, report)
 
 
 def _optimized_metric(cfg: DictConfig, metrics: dict[str, float]) -> Optional[float]:

@@ -202,6 +202,7 @@ class FaceImageDataModule(pl.LightningDataModule):
         )
         if train:
             sampler = SeededEpochSampler(dataset, shuffle=True, seed=self.seed, drop_last=False)
+            sampler.set_epoch(self._epoch_to_run())
             if self.drop_last and len(dataset) // sampler.num_replicas < self.batch_size:
                 raise ValueError(
                     f"{len(dataset)} training images cannot fill one batch of {self.batch_size} per device; "
@@ -209,6 +210,16 @@ class FaceImageDataModule(pl.LightningDataModule):
                 )
             return DataLoader(dataset, sampler=sampler, drop_last=self.drop_last, **kwargs)
         return DataLoader(dataset, shuffle=False, drop_last=False, **kwargs)
+
+    def _epoch_to_run(self) -> int:
+        """The epoch the fit loop will run next. Workers take their first indices when the loader's iterator
+        is made, which on resume happens before Lightning's ``set_epoch``; Lightning's own value for that
+        call is the loop's processed-epoch count, already restored from the checkpoint here."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        progress = getattr(getattr(trainer, "fit_loop", None), "epoch_progress", None)
+        return int(progress.current.processed) if progress is not None else int(trainer.current_epoch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -196,18 +196,26 @@ class DINOModule(pl.LightningModule):
 
     # ----------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hparams
         optimizer = self._optimizer_factory(regularization_groups([self.student]))
-        base_lr = optimizer.defaults["lr"]
-        base_wd = optimizer.defaults.get("weight_decay", 0.0)
+        self._base_lr = optimizer.defaults["lr"]
+        self._base_wd = optimizer.defaults.get("weight_decay", 0.0)
+        return optimizer
+
+    def on_train_start(self) -> None:
+        # Built here, not in configure_optimizers: the step count needs the train loader, and asking for it
+        # before a checkpoint is restored would make the loader's iterator (and, with workers, its first
+        # prefetched indices) for epoch 0 instead of the epoch the run resumes at.
+        self._build_schedules()
+
+    def _build_schedules(self) -> None:
+        hp = self.hparams
         world = self.trainer.world_size * self.trainer.accumulate_grad_batches
-        lr = base_lr * hp.batch_size * world / 256.0  # linear scaling rule
+        lr = self._base_lr * hp.batch_size * world / 256.0  # linear scaling rule
         epochs = self._max_epochs()
         niter = max(int(self.trainer.estimated_stepping_batches) // epochs, 1)
         self.lr_schedule = cosine_schedule(lr, hp.min_lr, epochs, niter, warmup_epochs=hp.warmup_epochs)
-        self.wd_schedule = cosine_schedule(base_wd, hp.weight_decay_end, epochs, niter)
+        self.wd_schedule = cosine_schedule(self._base_wd, hp.weight_decay_end, epochs, niter)
         self.momentum_schedule = cosine_schedule(hp.momentum_teacher, 1.0, epochs, niter)
-        return optimizer
 
     def _max_epochs(self) -> int:
         epochs = self.trainer.max_epochs
