@@ -16,9 +16,12 @@ from facefd.train import run
 pytestmark = pytest.mark.slow
 
 
-def test_fast_dev_run(tmp_path, sample_root):
-    cfg = compose_train(tmp_path, ["debug=fast"], sample_root)
+def test_fast_dev_run_writes_nothing(tmp_path, sample_root, caplog):
+    out = tmp_path / "out"
+    cfg = compose_train(out, ["debug=fast"], sample_root)
     run(cfg)
+    assert [p for p in out.rglob("*") if p.is_file()] == []  # no checkpoint, extractor, logs or curve
+    assert "KNNProbe" not in caplog.text and "initial network" not in caplog.text
 
 
 def test_short_run_exports_a_working_extractor(tmp_path, sample_root):

@@ -7,6 +7,9 @@ from typing import Any
 from facefd.anonymize.anonymizer import Anonymizer, PrivacyGuard, seed_for
 from facefd.anonymize.prompts import Prompts, attribute_phrase, build_prompts
 from facefd.utils.entry import entry_point
+from facefd.data.images import list_images
+from facefd.utils.checks import check_writable
+from facefd.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +21,9 @@ def run(cfg: Any) -> dict[str, int]:
 
     for key in ("input", "output"):
         if not cfg.get(key):
-            raise ValueError(f"anonymize.py needs {key}=<folder>")
+            raise ConfigError(f"anonymize.py needs {key}=<folder>")
+    list_images(cfg.input)  # the input has images and the output can be written: before any model loads
+    check_writable(cfg.output, is_file=False)
     anonymizer: Anonymizer = instantiate(cfg.anonymizer)
     counts = anonymizer.run(cfg.input, cfg.output)
     print(f"anonymized {counts['anonymized']}, no face {counts['no_face']}, errors {counts['error']}, "

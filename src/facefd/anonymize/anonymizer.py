@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from facefd.anonymize.faces import Box, FaceDetector, biggest_face, expand_square, paste_face
 from facefd.anonymize.prompts import CLIP_CONTENT_TOKENS, Prompts, build_prompts, clip_token_counter
 from facefd.data.images import list_images, load_rgb
+from facefd.utils.errors import UserError
 from facefd.utils.files import atomic_path, json_safe
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ FINISHED = ("anonymized", "no_face")
 ON_NO_FACE = ("skip", "blur", "copy")
 
 
-class OutputNameClashError(ValueError):
+class OutputNameClashError(UserError, ValueError):
     """Two inputs would be written to the same output file."""
 
 

@@ -11,6 +11,8 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
+from facefd.utils.errors import UserError
+
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 #: Pillow's own decompression-bomb threshold (about 9459 x 9459): bigger images are refused unread.
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
@@ -29,7 +31,7 @@ def max_image_pixels() -> Optional[int]:
     return _max_image_pixels
 
 
-class ImageFolderError(ValueError):
+class ImageFolderError(UserError, ValueError):
     """A folder that cannot be used as an image dataset (missing, empty, bad files)."""
 
 

@@ -10,6 +10,8 @@ from omegaconf import DictConfig
 
 from facefd.evaluation.reid import reid  # noqa: E402,F401  (public: facefd.evaluation.reid)
 from facefd.utils.entry import entry_point
+from facefd.utils.checks import check_statistics_source, check_writable
+from facefd.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +21,7 @@ def _require(cfg: DictConfig, *keys: str) -> None:
 
     missing = [k for k in keys if OmegaConf.select(cfg, k) in (None, "")]
     if missing:
-        raise ValueError(f"task={cfg.task} needs {', '.join(f'{k}=...' for k in missing)}")
+        raise ConfigError(f"task={cfg.task} needs {', '.join(f'{k}=...' for k in missing)}")
 
 
 def _export(cfg: DictConfig) -> str:
@@ -39,8 +41,10 @@ def _stats(cfg: DictConfig) -> str:
     from facefd.evaluation.folder_stats import folder_statistics
 
     if not cfg.data.get("root"):
-        raise ValueError("task=stats needs data.root=<image folder>")
+        raise ConfigError("task=stats needs data.root=<image folder>")
     _require(cfg, "out")
+    check_statistics_source(cfg.data.root)  # before the extractor loads
+    check_writable(cfg.out)
     metric = instantiate(cfg.metric)
     stats = folder_statistics(metric, cfg.data.root, max_images=cfg.get("num_samples"), **_loader_kwargs(cfg))
     path = metric.save_reference(cfg.out, metadata=stats.metadata)  # the folder's stats are its real set
@@ -52,6 +56,10 @@ def _fd(cfg: DictConfig) -> dict:
     from facefd.evaluation.folder_stats import distance
 
     _require(cfg, "a", "b")
+    for source in (cfg.a, cfg.b):
+        check_statistics_source(source)
+    if cfg.get("out"):
+        check_writable(cfg.out)
     metric = instantiate(cfg.metric)
     result = distance(metric, cfg.a, cfg.b, max_images=cfg.get("num_samples"), **_loader_kwargs(cfg))
     print(f"FD = {result['fd']:.6g}  (n_a = {result['n_a']}, n_b = {result['n_b']})")
@@ -75,7 +83,7 @@ def _probe_table(cfg: DictConfig) -> dict:
     from facefd.evaluation.probe_table import run_probe_table, write_probe_table
 
     if not cfg.data.get("root"):
-        raise ValueError("task=probe_table needs data.root=<labelled image folder>")
+        raise ConfigError("task=probe_table needs data.root=<labelled image folder>")
     p = cfg.probe
     images = partial(FaceImageDataModule, root=cfg.data.root, attributes=_plain(cfg.attributes),
                      attributes_file=cfg.data.attributes_file, partition_file=cfg.data.partition_file,
@@ -105,11 +113,11 @@ def _benchmark(cfg: DictConfig) -> list:
     from facefd.evaluation.benchmark import build_sets, run_benchmark, summary_table, write_benchmark
 
     if not cfg.reference.get("root"):
-        raise ValueError("task=benchmark needs reference.root=<reference image folder>")
+        raise ConfigError("task=benchmark needs reference.root=<reference image folder>")
     chosen = list(cfg.perturb) if cfg.get("perturb") is not None else list(cfg.perturbations)
     unknown = [n for n in chosen if n not in cfg.perturbations]
     if unknown:
-        raise ValueError(f"perturb={unknown} are not defined; perturbations has {list(cfg.perturbations)}")
+        raise ConfigError(f"perturb={unknown} are not defined; perturbations has {list(cfg.perturbations)}")
     perturbations = {n: instantiate(cfg.perturbations[n]) for n in chosen}
     reference, sets = build_sets(cfg.reference.root, list(cfg.sets), perturbations, cfg.get("num_samples"),
                                  cfg.seed, cfg.data.skip_bad_images, cfg.heldout)
@@ -156,7 +164,7 @@ def _subgroups(cfg: DictConfig) -> list:
     from facefd.evaluation.subgroups import run_subgroups, write_subgroups
 
     if not cfg.reference.get("root") or not cfg.generated.get("root"):
-        raise ValueError("task=subgroups needs reference.root=<folder> and generated.root=<folder>")
+        raise ConfigError("task=subgroups needs reference.root=<folder> and generated.root=<folder>")
     predictor = None
     if cfg.predictor.get("heads"):
         from facefd.models.probe.predictor import AttributePredictor
@@ -214,5 +222,5 @@ TASKS: dict[str, Callable[[DictConfig], Any]] = {
 @entry_point
 def run(cfg: DictConfig) -> Any:
     if cfg.task not in TASKS:
-        raise ValueError(f"unknown task={cfg.task!r}; available: {sorted(TASKS)}")
+        raise ConfigError(f"unknown task={cfg.task!r}; available: {sorted(TASKS)}")
     return TASKS[cfg.task](cfg)

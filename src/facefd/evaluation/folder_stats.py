@@ -7,7 +7,7 @@ from typing import Optional
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from facefd.data.images import drop_bad_images, list_images
+from facefd.data.images import ImageFolderError, drop_bad_images, list_images
 from facefd.data.tensors import ImageTensors
 from facefd.metrics.frechet import frechet_distance
 from facefd.metrics.frechet_metric import FrechetDistance
@@ -21,6 +21,8 @@ def folder_statistics(metric: FrechetDistance, root: str | Path, batch_size: int
     if max_images:
         paths = paths[:max_images]
     paths = drop_bad_images(paths, skip_bad_images)
+    if len(paths) < 2:
+        raise ImageFolderError(f"{root} has {len(paths)} usable image(s); a mean and covariance need at least 2")
     size = getattr(metric.extractor, "input_size", None)
     loader = DataLoader(ImageTensors(paths, size), batch_size=batch_size, num_workers=num_workers)
     metric.reset()

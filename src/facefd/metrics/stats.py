@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,13 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from facefd.utils.errors import UserError
 from facefd.utils.files import atomic_path
 
 STATS_FORMAT = "facefd-stats"
 STATS_VERSION = 1
 
 
-class StatisticsFileError(ValueError):
+class StatisticsFileError(UserError, ValueError):
     """A missing, malformed or mismatching statistics file."""
 
 
@@ -49,8 +51,9 @@ class GaussianStats:
             with np.load(path, allow_pickle=False) as data:
                 mean, cov, count = data["mean"], data["cov"], int(data["count"])
                 meta = json.loads(str(data["metadata"])) if "metadata" in data else {}
-        except (KeyError, ValueError, OSError) as exc:
-            raise StatisticsFileError(f"{path} is not a facefd statistics file: {exc}") from exc
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise StatisticsFileError(f"{path} is not a readable facefd statistics file (truncated or corrupt?): "
+                                      f"{type(exc).__name__}: {exc}") from exc
         d = mean.shape[0]
         if mean.ndim != 1 or cov.shape != (d, d):
             raise StatisticsFileError(f"{path}: mean {mean.shape} and covariance {cov.shape} do not match")

@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import nn
 
+from facefd.utils.errors import UserError
+
 BackboneFactory = Callable[..., nn.Module]
 
 
@@ -46,7 +48,7 @@ def factory_spec(factory: BackboneFactory) -> dict[str, Any]:
     return {"target": target, "kwargs": plain(kwargs)}
 
 
-class UntrustedCodeError(PermissionError):
+class UntrustedCodeError(UserError, PermissionError):
     """A stored spec names code outside the allow-list and the user did not opt in with ``trust_code``."""
 
 

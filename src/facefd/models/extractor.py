@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facefd.models.backbone import build_from_spec
+from facefd.utils.errors import UserError
 from facefd.utils.files import atomic_path, write_text
 
 FORMAT = "facefd-extractor"
@@ -29,7 +30,7 @@ PREPROCESSING_VERSION = 1
 RESIZE = "bilinear, antialias=True, to input_size x input_size"
 
 
-class ExtractorFileError(ValueError):
+class ExtractorFileError(UserError, ValueError):
     """A missing, malformed or mismatching extractor file."""
 
 

@@ -4,10 +4,13 @@ file the job reads."""
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from typing import Any, Callable, TypeVar
 
 from facefd.data.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from facefd.models.backbone import trusting_code
+from facefd.utils.errors import UserError
 from facefd.utils.threads import limit_threads_to_cpu_quota
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,5 +26,28 @@ def entry_point(run: F) -> F:
         set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
         with trusting_code(bool(cfg.get("trust_code", False))):
             return run(cfg, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+#: Errors about a path the user gave, reported like facefd's own :class:`UserError`.
+PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def report_user_errors(main: F) -> F:
+    """For the command-line scripts: a user error (facefd's :class:`UserError`, a bad path) prints
+    ``error: <message>`` on stderr and exits with status 1; ``HYDRA_FULL_ERROR=1`` shows the traceback
+    instead. Anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except (UserError, *PATH_ERRORS) as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            message = str(exc).strip() or type(exc).__name__
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(1) from None
 
     return wrapper  # type: ignore[return-value]

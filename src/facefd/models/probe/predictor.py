@@ -21,10 +21,11 @@ from facefd.data.tensors import pil_to_tensor
 from facefd.metrics.frechet_metric import module_fingerprint
 from facefd.models.extractor import load_extractor, resize_square
 from facefd.models.probe.heads import HEAD_FORMAT, ProbeHeads
+from facefd.utils.errors import UserError
 from facefd.utils.files import atomic_path
 
 
-class HeadsFileError(ValueError):
+class HeadsFileError(UserError, ValueError):
     """A missing or malformed probe heads file, or one trained on another extractor."""
 
 

@@ -1,0 +1,77 @@
+"""User errors are one line (`error: ...`, exit status 1), found before models load or features are
+extracted; HYDRA_FULL_ERROR=1 still shows the traceback."""
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from facefd.metrics.stats import GaussianStats, StatisticsFileError
+from facefd.utils.checks import check_writable
+from facefd.utils.errors import OutputLocationError
+from test_train import _cli
+
+
+@pytest.fixture()
+def folders(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(one / "a.png")
+    for i in range(2):
+        Image.new("RGB", (16, 16), (i * 90, 20, 30)).save(two / f"{i}.png")
+    (tmp_path / "a_file").write_text("not a folder")
+    return one, two
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and all(n in last for n in needles), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+# the extractor file named here does not exist: each error must come before it would be loaded
+MISSING_EXTRACTOR = "metric.feature_extractor.path=/nonexistent/extractor.safetensors"
+
+
+def test_single_image_folder_fails_before_the_extractor_loads(tmp_path, folders):
+    one, two = folders
+    proc = _cli(["evaluate.py", "task=fd", f"a={one}", f"b={two}", MISSING_EXTRACTOR], tmp_path)
+    _one_line_error(proc, str(one), "1 image(s)", "at least 2")
+
+
+def test_unwritable_output_fails_before_the_work(tmp_path, folders):
+    _, two = folders
+    out = tmp_path / "a_file" / "stats.npz"
+    proc = _cli(["evaluate.py", "task=stats", f"data.root={two}", f"out={out}", MISSING_EXTRACTOR], tmp_path)
+    _one_line_error(proc, "a_file", "not a folder")
+    proc = _cli(["anonymize.py", f"input={two}", f"output={tmp_path / 'a_file' / 'anon'}",
+                 "anonymizer.generator.pipe.model=/nonexistent/model"], tmp_path)
+    _one_line_error(proc, "a_file")  # about the output, not the missing model
+
+
+def test_missing_folder_is_one_line_and_full_error_shows_the_traceback(tmp_path, folders):
+    _, two = folders
+    args = ["evaluate.py", "task=fd", f"a={tmp_path / 'nowhere'}", f"b={two}", MISSING_EXTRACTOR]
+    _one_line_error(_cli(args, tmp_path), "nowhere", "does not exist")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        proc = _cli(args, tmp_path)
+    finally:
+        del os.environ["HYDRA_FULL_ERROR"]
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ImageFolderError" in proc.stderr
+
+
+def test_truncated_statistics_file_names_the_file(tmp_path):
+    path = GaussianStats(torch.zeros(4, dtype=torch.float64), torch.eye(4, dtype=torch.float64), 10, "fp").save(
+        tmp_path / "s.npz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StatisticsFileError, match=r"s\.npz.*truncated or corrupt"):
+        GaussianStats.load(path)
+
+
+def test_check_writable_refuses_a_read_only_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a non-root user on a read-only folder
+    with pytest.raises(OutputLocationError, match="not writable"):
+        check_writable(tmp_path / "new" / "out.json")
