@@ -315,6 +315,19 @@ class FrechetDistance(Metric):
         self._reference, self._reference_factor = None, None
 
     # ----------------------------------------------------------------------------- housekeeping
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A copy made by pickling owns its accumulators. ``strategy="ddp_spawn"`` sends the module to each
+        process with torch's multiprocessing pickler, which moves CPU tensors to shared memory: without
+        this, every rank added into the same storage (racing, and counted twice by the gather)."""
+        super().__setstate__(state)
+        for name, default in list(self._defaults.items()):
+            if isinstance(default, Tensor):
+                self._defaults[name] = default.clone()
+            value = getattr(self, name)
+            if isinstance(value, Tensor):
+                setattr(self, name, value.clone())
+        self._buffer = None
+
     def reset(self) -> None:
         keep = None
         if not self.reset_real_features:
