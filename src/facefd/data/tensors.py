@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from PIL import Image
@@ -46,3 +46,28 @@ class ImageTensors(Dataset):
             return pil_to_tensor(image, self.size)
         x = self.transform(pil_to_tensor(image), i).clamp(0, 1)
         return resize_square(x, self.size) if self.size else x
+
+
+#: What a loader with :func:`collate_images` yields: one tensor, or a list when the sizes differ.
+ImageBatch = Union[torch.Tensor, list]
+
+
+def collate_images(items: Sequence[torch.Tensor]) -> ImageBatch:
+    """Stack images of one size; keep a batch of mixed sizes as a list (for extractors that resize
+    themselves, such as the FID Inception, which must see each image at its own size)."""
+    first = items[0].shape
+    return torch.stack(list(items)) if all(t.shape == first for t in items) else list(items)
+
+
+def by_size(batch: ImageBatch, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn`` on each same-size group of ``batch``; the rows come back in the batch's order."""
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(batch):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    out: list[Optional[torch.Tensor]] = [None] * len(batch)
+    for rows in groups.values():
+        for i, feats in zip(rows, fn(torch.stack([batch[i] for i in rows]))):
+            out[i] = feats
+    return torch.stack(out)  # type: ignore[arg-type]

@@ -4,11 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from facefd.data.images import ImageFolderError, drop_bad_images, list_images
-from facefd.data.tensors import ImageTensors
+from facefd.data.tensors import ImageTensors, collate_images
 from facefd.metrics.frechet import frechet_distance
 from facefd.metrics.frechet_metric import FrechetDistance
 from facefd.metrics.stats import GaussianStats, StatisticsFileError
@@ -24,15 +25,24 @@ def folder_statistics(metric: FrechetDistance, root: str | Path, batch_size: int
     if len(paths) < 2:
         raise ImageFolderError(f"{root} has {len(paths)} usable image(s); a mean and covariance need at least 2")
     size = getattr(metric.extractor, "input_size", None)
-    loader = DataLoader(ImageTensors(paths, size), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(ImageTensors(paths, size), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_images)  # an extractor without input_size sees each image's own size
     metric.reset()
     metric.clear_reference()
     device = metric.real_moments.device
     for batch in tqdm(loader, desc=f"features of {Path(root).name}", leave=False):
-        metric.update(batch.to(device), real=True)
+        for group in ([batch] if isinstance(batch, torch.Tensor) else _same_size_groups(batch)):
+            metric.update(group.to(device), real=True)
     stats = metric.statistics(True)
     stats.metadata = {"source": str(root), "num_images": stats.count}
     return stats
+
+
+def _same_size_groups(images: list) -> list:
+    groups: dict[tuple, list] = {}
+    for t in images:
+        groups.setdefault(tuple(t.shape), []).append(t)
+    return [torch.stack(g) for g in groups.values()]
 
 
 def load_or_compute(metric: FrechetDistance, source: str | Path, **kwargs) -> GaussianStats:

@@ -11,19 +11,23 @@ from torch import nn
 from facefd.models.extractor import FeatureExtractor, file_sha256, load_extractor
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+#: Feature layers of the FID Inception (torchmetrics' ``feature=``): pool1, pool2, pre-aux, final pool.
+FID_LAYERS = (64, 192, 768, 2048)
 
 
 class InceptionFID(nn.Module):
-    """The FID Inception-v3 (TF-ported weights, 2048-d pool features) from torch-fidelity.
+    """The FID Inception-v3 (TF-ported weights) from torch-fidelity: 2048-d pool features, or the 64/192/768
+    layers torchmetrics also offers (``layer``).
 
     Takes float images in [0, 1]; they are quantised to uint8 as the FID network expects, which
-    resizes to 299x299 itself (torch-fidelity's TF-compatible bilinear resize).
+    resizes to 299x299 itself (torch-fidelity's TF-compatible bilinear resize), whatever their size.
     """
 
-    num_features = 2048
-
-    def __init__(self, weights_path: str | Path) -> None:
+    def __init__(self, weights_path: str | Path, layer: int = 2048) -> None:
         super().__init__()
+        if layer not in FID_LAYERS:
+            raise ValueError(f"the FID Inception has feature layers {FID_LAYERS}, not {layer}")
+        self.num_features = layer
         path = Path(weights_path).expanduser()
         if not path.exists():
             raise FileNotFoundError(
@@ -34,8 +38,10 @@ class InceptionFID(nn.Module):
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
         except ImportError as exc:
             raise ImportError('metric=fid needs torch-fidelity: pip install -e ".[fid]"') from exc
-        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
-        self.fingerprint = hashlib.sha256(f"inception-fid:{file_sha256(path)}".encode()).hexdigest()
+        self.net = FeatureExtractorInceptionV3("inception-v3-compat", [str(layer)],
+                                               feature_extractor_weights_path=str(path))
+        tag = "inception-fid" if layer == 2048 else f"inception-fid-{layer}"
+        self.fingerprint = hashlib.sha256(f"{tag}:{file_sha256(path)}".encode()).hexdigest()
         self.card = {"backbone": {"target": "torch_fidelity inception-v3-compat", "weights": path.name},
                      "input_size": 299, "resize": "uint8 input, torch-fidelity TF-compatible bilinear to 299",
                      "preprocessing_version": 1}
@@ -79,7 +85,9 @@ def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, r
         source = "random:" + module_fingerprint(model)
     cfg = timm.data.resolve_data_config({}, model=model)
     size = input_size or int(cfg["input_size"][-1])
-    ext = FeatureExtractor(model.eval(), model.num_features, size, cfg["mean"], cfg["std"])
+    from facefd.models.backbone import forward_width
+
+    ext = FeatureExtractor(model.eval(), forward_width(model, size), size, cfg["mean"], cfg["std"])
     ext.fingerprint = hashlib.sha256(f"timm:{model_name}:{source}:{size}".encode()).hexdigest()
     ext.card = {"backbone": {"target": "timm.create_model", "kwargs": {"model_name": model_name}, "weights": source},
                 "input_size": size, "mean": list(cfg["mean"]), "std": list(cfg["std"]),

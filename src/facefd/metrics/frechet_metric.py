@@ -29,11 +29,79 @@ def module_fingerprint(module: nn.Module) -> str:
     return h.hexdigest()
 
 
+def merge_moments(shift: Tensor, moments: Tensor, d: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(shift, sum, outer, n)`` of per-process moment matrices (``[k, d + 1, d + 1]`` with their shifts
+    ``[k, d]``, or one unstacked), re-based exactly to the first non-empty process's shift."""
+    total, outer, n = moments[..., :d, d], moments[..., :d, :d], moments[..., d, d]
+    if total.ndim == 1:  # one process
+        return shift, total, outer, n
+    used = n > 0
+    if not bool(used.any()):
+        return shift[0], total[0], outer[0], n.sum()
+    c = shift[used][0]
+    delta = shift - c
+    delta[~used] = 0
+    s1 = (total + n[:, None] * delta).sum(0)
+    s2 = (outer + delta[:, :, None] * total[:, None, :] + total[:, :, None] * delta[:, None, :]
+          + n[:, None, None] * delta[:, :, None] * delta[:, None, :]).sum(0)
+    return c, s1, s2, n.sum()
+
+
+def takes_uint8(module: nn.Module) -> bool:
+    """Whether ``module`` declares uint8 input: ``input_dtype = torch.uint8``, or torchmetrics' own
+    ``NoTrainInceptionV3`` (which asserts uint8 itself)."""
+    if getattr(module, "input_dtype", None) == torch.uint8:
+        return True
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+    except ImportError:  # pragma: no cover - torchmetrics without its image extras
+        return False
+    return isinstance(module, NoTrainInceptionV3)
+
+
+def feature_width_of(module: nn.Module, input_img_size: tuple[int, int, int], metric: "FrechetDistance") -> int:
+    """``num_features`` when the module has it, else the width of one forward pass on a dummy batch of
+    ``input_img_size`` (what torchmetrics does), in the input convention the metric will use."""
+    width = getattr(module, "num_features", None)
+    if isinstance(width, Tensor):
+        width = int(width.item())
+    if isinstance(width, int) and width > 0:
+        return width
+    c, h, w = input_img_size
+    x = torch.rand(2, c, h, w, generator=torch.Generator().manual_seed(0))
+    if metric.uint8_input:
+        x = (x * 255).round().to(torch.uint8)
+    device = next((t.device for t in module.parameters()), torch.device("cpu"))
+    with torch.no_grad():
+        out = module(x.to(device))
+    if not isinstance(out, Tensor) or out.ndim != 2:
+        raise ValueError(f"{type(module).__name__} returned {getattr(out, 'shape', type(out))} on a dummy batch of "
+                         f"{tuple(x.shape)}; a feature extractor must return [N, D] (pass num_features= and "
+                         "input_img_size= if it needs other input)")
+    return int(out.shape[1])
+
+
+def fid_inception(feature: int, weights_path: Optional[str | Path]) -> nn.Module:
+    """torchmetrics' ``feature=<int>``: the FID Inception (torch-fidelity) at that layer, from local weights."""
+    from facefd.metrics.extractors import FID_LAYERS, FID_WEIGHTS_NAME, InceptionFID
+
+    if feature not in FID_LAYERS:
+        raise ValueError(f"feature={feature}: the FID Inception gives {FID_LAYERS} features")
+    if weights_path is None:
+        raise FileNotFoundError(f"feature={feature} needs the FID Inception weights, and nothing is downloaded: "
+                                f"pass feature_extractor_weights_path=<path to {FID_WEIGHTS_NAME}>")
+    return InceptionFID(weights_path, layer=feature)
+
+
 class FrechetDistance(Metric):
     """Fréchet distance between the features of real and generated images.
 
-    Drop-in for torchmetrics' ``FrechetInceptionDistance``: ``update(imgs, real=...)``, ``compute()``,
-    ``reset()``, ``normalize`` and ``reset_real_features`` mean the same, with any extractor.
+    Drop-in for torchmetrics' ``FrechetInceptionDistance``: the same constructor (``feature`` as 64/192/
+    768/2048 for the FID Inception from ``feature_extractor_weights_path``, or any ``nn.Module``;
+    ``reset_real_features``, ``normalize``, ``input_img_size``), ``update(imgs, real=...)``, ``compute()``,
+    ``reset()``, ``merge_state`` and ``plot()``. A module without ``num_features`` is measured with one
+    forward pass on a dummy batch; one that declares uint8 input (``input_dtype = torch.uint8``, or
+    torchmetrics' ``NoTrainInceptionV3``) gets uint8 images.
 
     * Images: ``normalize=False`` expects uint8 in [0, 255], ``normalize=True`` floats in [0, 1];
       either way the extractor receives float32 in [0, 1] (outside autocast) and does its own
@@ -53,23 +121,30 @@ class FrechetDistance(Metric):
 
     higher_is_better = False
     is_differentiable = False
+    plot_lower_bound = 0.0
     full_state_update = False
     feature_network: str = "extractor"  # for torchmetrics' FeatureShare
 
-    def __init__(self, feature_extractor: nn.Module, normalize: bool = False, reset_real_features: bool = True,
-                 num_features: Optional[int] = None, reservoir_size: int = 0, reservoir_seed: int = 0,
-                 **kwargs: Any) -> None:
+    def __init__(self, feature: int | nn.Module | None = 2048, reset_real_features: bool = True,
+                 normalize: bool = False, input_img_size: tuple[int, int, int] = (3, 299, 299),
+                 feature_extractor_weights_path: Optional[str | Path] = None, *,
+                 feature_extractor: Optional[nn.Module] = None, num_features: Optional[int] = None,
+                 reservoir_size: int = 0, reservoir_seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not isinstance(feature_extractor, nn.Module):
-            raise TypeError(f"feature_extractor must be an nn.Module, got {type(feature_extractor).__name__}")
-        self.extractor = feature_extractor.eval()
+        extractor = feature_extractor if feature_extractor is not None else feature
+        if isinstance(extractor, bool) or not isinstance(extractor, (int, nn.Module)):
+            raise TypeError(f"feature must be 64/192/768/2048 (the FID Inception) or an nn.Module, "
+                            f"got {type(extractor).__name__}")
+        if isinstance(extractor, int):
+            extractor = fid_inception(extractor, feature_extractor_weights_path)
+        self.extractor = extractor.eval()
         self.extractor.requires_grad_(False)
-        width = num_features or getattr(feature_extractor, "num_features", None)
-        if not width:
-            raise ValueError("the extractor has no `num_features` attribute: pass num_features=<feature width>")
-        self.num_features = int(width)
-        self.normalize, self.reset_real_features = normalize, reset_real_features
-        self.fingerprint = module_fingerprint(feature_extractor)
+        #: the extractor wants uint8 images in [0, 255] (torchmetrics' NoTrainInceptionV3 asserts it)
+        self.uint8_input = takes_uint8(extractor)
+        self.normalize = normalize
+        self.num_features = int(num_features or feature_width_of(extractor, input_img_size, self))
+        self.reset_real_features = reset_real_features
+        self.fingerprint = module_fingerprint(self.extractor)
         d = self.num_features
         for s in _SETS:
             # reduce=None: gathered as [world, ...] and merged exactly in compute (per-rank shifts differ)
@@ -105,6 +180,8 @@ class FrechetDistance(Metric):
         """Features of a batch, float32 outside autocast, checked for shape (finiteness: at compute,
         so that updates never wait for the GPU)."""
         x = self._images_to_float(imgs)
+        if self.uint8_input:
+            x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
         with torch.autocast(device_type=x.device.type, enabled=False):
             feats = self.extractor(x)
         if feats.shape != (imgs.shape[0], self.num_features):
@@ -161,21 +238,7 @@ class FrechetDistance(Metric):
     # ----------------------------------------------------------------------------- statistics
     def _merged(self, s: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(shift, sum, outer, n) of all processes re-based to the first process's shift."""
-        shift, moments = getattr(self, f"{s}_shift"), getattr(self, f"{s}_moments")
-        d = self.num_features
-        total, outer, n = moments[..., :d, d], moments[..., :d, :d], moments[..., d, d]
-        if total.ndim == 1:  # not gathered
-            return shift, total, outer, n
-        used = n > 0
-        if not bool(used.any()):
-            return shift[0], total[0], outer[0], n.sum()
-        c = shift[used][0]
-        delta = shift - c
-        delta[~used] = 0
-        s1 = (total + n[:, None] * delta).sum(0)
-        s2 = (outer + delta[:, :, None] * total[:, None, :] + total[:, :, None] * delta[:, None, :]
-              + n[:, None, None] * delta[:, :, None] * delta[:, None, :]).sum(0)
-        return c, s1, s2, n.sum()
+        return merge_moments(getattr(self, f"{s}_shift"), getattr(self, f"{s}_moments"), self.num_features)
 
     def statistics(self, real: bool) -> GaussianStats:
         """Mean and unbiased covariance of one set (synchronised when called inside ``compute``)."""
@@ -315,6 +378,36 @@ class FrechetDistance(Metric):
         self._reference, self._reference_factor = None, None
 
     # ----------------------------------------------------------------------------- housekeeping
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Add another metric's (or state dict's) images to this one, exactly (moments re-based to one
+        shift), leaving the states in their per-process form so that ``update`` goes on working."""
+        if isinstance(incoming_state, Metric):
+            if not isinstance(incoming_state, FrechetDistance) or incoming_state.fingerprint != self.fingerprint:
+                raise ValueError("merge_state needs a FrechetDistance with the same extractor")
+            incoming_state = {name: getattr(incoming_state, name) for name in self._defaults}
+        self._computed = None
+        for s in _SETS:
+            shift = torch.stack([getattr(self, f"{s}_shift"), incoming_state[f"{s}_shift"].to(self.device)])
+            moments = torch.stack([getattr(self, f"{s}_moments"), incoming_state[f"{s}_moments"].to(self.device)])
+            c, s1, s2, n = merge_moments(shift, moments, self.num_features)
+            d = self.num_features
+            merged = torch.empty_like(moments[0])
+            merged[:d, :d], merged[:d, d], merged[d, :d], merged[d, d] = s2, s1, s1, n
+            setattr(self, f"{s}_shift", c.clone())
+            setattr(self, f"{s}_moments", merged)
+            self._shift_set[s] = self._shift_set[s] or bool(n > 0)
+            if self.reservoir_size:
+                rows = torch.stack([getattr(self, f"{s}_res_rows"), incoming_state[f"{s}_res_rows"].to(self.device)])
+                keys = torch.stack([getattr(self, f"{s}_res_keys"), incoming_state[f"{s}_res_keys"].to(self.device)])
+                order = torch.topk(keys.reshape(-1), self.reservoir_size, largest=False).indices
+                setattr(self, f"{s}_res_rows", rows.reshape(-1, d)[order].clone())
+                setattr(self, f"{s}_res_keys", keys.reshape(-1)[order].clone())
+
+    def plot(self, val: Optional[Tensor] = None, ax: Any = None) -> Any:
+        """Plot the distance (``compute()`` when ``val`` is None), or a sequence of values, with
+        torchmetrics' plotting helper; returns ``(figure, axes)``."""
+        return self._plot(val, ax)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """A copy made by pickling owns its accumulators. ``strategy="ddp_spawn"`` sends the module to each
         process with torch's multiprocessing pickler, which moves CPU tensors to shared memory: without

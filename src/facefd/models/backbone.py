@@ -22,14 +22,23 @@ BackboneFactory = Callable[..., nn.Module]
 
 
 def feature_width(model: nn.Module, input_size: int = 64) -> int:
-    """Width of the pooled features: timm's ``num_features`` when present, else one CPU forward."""
-    width = getattr(model, "num_features", None)
-    if isinstance(width, int) and width > 0:
-        return width
+    """Width of the pooled features the model returns: timm's ``head_hidden_size`` where the model has a
+    pre-logits head (MobileNetV3: 1024, not ``num_features`` = 576), else ``num_features``, else one
+    CPU forward."""
+    for attr in ("head_hidden_size", "num_features"):
+        width = getattr(model, attr, None)
+        if isinstance(width, int) and width > 0:
+            return width
+    return forward_width(model, input_size)
+
+
+def forward_width(model: nn.Module, input_size: int) -> int:
+    """The width of ``model``'s output on a dummy batch (eval mode, no gradients): the ground truth."""
     was_training = model.training
     model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with torch.no_grad():
-        out = model(torch.zeros(2, 3, input_size, input_size))
+        out = model(torch.zeros(2, 3, input_size, input_size, device=device))
     model.train(was_training)
     if out.ndim != 2:
         raise ValueError(f"backbone must return [N, D] features, got shape {tuple(out.shape)}")

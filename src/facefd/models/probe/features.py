@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from facefd.data.tensors import ImageTensors, IndexedTransform
+from facefd.data.tensors import ImageTensors, IndexedTransform, by_size, collate_images
 from facefd.metrics.frechet_metric import module_fingerprint
 from facefd.utils.device import resolve_device
 from facefd.utils.files import atomic_path
@@ -63,10 +63,10 @@ def extract_features(extractor: nn.Module, paths: Sequence[Path], batch_size: in
     dev = resolve_device(device)
     extractor = extractor.to(dev).eval()
     loader = DataLoader(ImageTensors(paths, input_size_of(extractor, image_size), transform), batch_size=batch_size,
-                        num_workers=num_workers, pin_memory=dev.type == "cuda")
+                        num_workers=num_workers, pin_memory=dev.type == "cuda", collate_fn=collate_images)
     out = []
     for batch in tqdm(loader, desc=desc, leave=False):
-        feats = extractor(batch.to(dev, non_blocking=True))
+        feats = by_size(batch, lambda x: extractor(x.to(dev, non_blocking=True)))  # mixed sizes: per size
         out.append(feats.reshape(feats.shape[0], -1).float().cpu())
     if not out:
         raise ValueError(f"no images to extract features from ({desc})")

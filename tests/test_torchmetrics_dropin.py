@@ -1,0 +1,175 @@
+"""FrechetDistance as a drop-in for torchmetrics' FrechetInceptionDistance, tested with torchmetrics'
+own classes: the same constructor (feature=int with local weights, nn.Module without num_features,
+torchmetrics' uint8 Inception), merge_state and plot."""
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from facefd import FrechetDistance
+from facefd.metrics.extractors import FID_WEIGHTS_NAME
+from test_frechet_formula import scipy_reference
+
+matplotlib.use("Agg")
+tfi = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+tm_fid = pytest.importorskip("torchmetrics.image.fid")
+
+
+@pytest.fixture(scope="module")
+def fid_weights(tmp_path_factory):
+    """The FID Inception architecture with random weights, saved as the file users provide."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: {})
+    patch.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+    torch.manual_seed(0)
+    net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    patch.undo()
+    path = tmp_path_factory.mktemp("fid") / FID_WEIGHTS_NAME
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def _images(n, seed, size=48):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 3, size, size, generator=g) * 255).to(torch.uint8)
+
+
+def test_feature_int_equals_torchmetrics(fid_weights):
+    # at 299 x 299 nothing is resized: torchmetrics resizes other sizes with torch's bilinear, facefd with
+    # torch-fidelity's TF-compatible one (the reference FID's), so they agree only here
+    real, fake = _images(80, 0, 299), (_images(80, 1, 299).float() * 0.7).to(torch.uint8)
+    ours = FrechetDistance(64, feature_extractor_weights_path=fid_weights)  # positional, as torchmetrics
+    theirs = tm_fid.FrechetInceptionDistance(feature=64, feature_extractor_weights_path=str(fid_weights))
+    for m in (ours, theirs):
+        m.update(real, real=True)
+        m.update(fake, real=False)
+    assert ours.num_features == 64
+    assert float(ours.compute()) == pytest.approx(float(theirs.compute()), rel=1e-6)
+
+
+def test_feature_int_without_weights_names_the_file():
+    with pytest.raises(FileNotFoundError, match=FID_WEIGHTS_NAME):
+        FrechetDistance(feature=2048)
+    with pytest.raises(ValueError, match="64, 192, 768, 2048"):
+        FrechetDistance(feature=100, feature_extractor_weights_path="x.pth")
+
+
+def test_torchmetrics_uint8_inception_module_as_feature(fid_weights):
+    """torchmetrics' NoTrainInceptionV3 asserts uint8 input; float images with normalize=True work."""
+    module = tm_fid.NoTrainInceptionV3("inception-v3-compat", ["64"], feature_extractor_weights_path=str(fid_weights))
+    real, fake = _images(40, 2, 299), _images(40, 3, 299)
+    ours = FrechetDistance(feature=module, normalize=True)
+    ours.update(real.float() / 255, real=True)
+    ours.update(fake.float() / 255, real=False)
+    theirs = tm_fid.FrechetInceptionDistance(feature=64, feature_extractor_weights_path=str(fid_weights))
+    theirs.update(real, real=True)
+    theirs.update(fake, real=False)
+    assert ours.num_features == 64
+    assert float(ours.compute()) == pytest.approx(float(theirs.compute()), rel=1e-6)
+
+
+class TinyNet(nn.Module):
+    """Someone's own module: no num_features attribute."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 5, 3)
+
+    def forward(self, x):
+        return self.conv(x.float()).mean(dim=(2, 3))
+
+
+def test_plain_module_width_from_one_forward_and_value_against_scipy():
+    real, fake = _images(30, 4, 16), _images(30, 5, 16)
+    m = FrechetDistance(feature=TinyNet(), input_img_size=(3, 16, 16))
+    assert m.num_features == 5
+    m.update(real, real=True)
+    m.update(fake, real=False)
+    net = TinyNet()
+    fr = net(real.float() / 255).double().detach().numpy()
+    ff = net(fake.float() / 255).double().detach().numpy()
+    want = scipy_reference(fr.mean(0), np.cov(fr, rowvar=False), ff.mean(0), np.cov(ff, rowvar=False))
+    assert float(m.compute()) == pytest.approx(want, rel=1e-9)
+
+
+def test_merge_state_then_update_keeps_working():
+    chunks = [_images(20, 10 + i, 16) for i in range(6)]
+    whole = FrechetDistance(feature=TinyNet(), input_img_size=(3, 16, 16))
+    a = FrechetDistance(feature=TinyNet(), input_img_size=(3, 16, 16))
+    b = FrechetDistance(feature=TinyNet(), input_img_size=(3, 16, 16))
+    for i, x in enumerate(chunks[:4]):
+        whole.update(x, real=i % 2 == 0)
+        (a if i < 2 else b).update(x, real=i % 2 == 0)
+    a.merge_state(b)
+    assert float(a.compute()) == pytest.approx(float(whole.compute()), rel=1e-12)
+    for i, x in enumerate(chunks[4:]):  # the next update used to crash on the stacked states
+        whole.update(x, real=i % 2 == 0)
+        a.update(x, real=i % 2 == 0)
+    assert float(a.compute()) == pytest.approx(float(whole.compute()), rel=1e-12)
+    assert a.counts == whole.counts == {"real": 60, "fake": 60}
+
+
+def test_plot_through_torchmetrics_helpers():
+    m = FrechetDistance(feature=TinyNet(), input_img_size=(3, 16, 16))
+    m.update(_images(10, 20, 16), real=True)
+    m.update(_images(10, 21, 16), real=False)
+    fig, ax = m.plot()
+    assert isinstance(fig, matplotlib.figure.Figure) and len(ax.lines) + len(ax.collections) > 0
+    fig, ax = m.plot([m.compute(), m.compute() * 0.5])
+    assert isinstance(fig, matplotlib.figure.Figure)
+
+
+# ----------------------------------------------------------------------------- mixed image sizes
+def _mixed_folder(path, n=6):
+    from PIL import Image
+
+    path.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = ((40, 40), (56, 48), (64, 64))
+    for i in range(n):
+        h, w = sizes[i % 3]
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path / f"{i}.png")
+    return path
+
+
+def test_every_extractor_takes_a_folder_of_mixed_sizes(tmp_path, fid_weights):
+    """FID (resizes itself: each image at its own size), timm, random, FDD and a custom module, through
+    the folder API behind task=fd and the feature extractor behind task=benchmark / task=probe_table."""
+    import functools
+
+    import timm
+
+    from facefd.data import list_images
+    from facefd.evaluation.folder_stats import folder_statistics
+    from facefd.metrics.extractors import inception_extractor, timm_extractor
+    from facefd.models.backbone import factory_spec
+    from facefd.models.extractor import load_extractor, save_extractor
+    from facefd.models.probe.features import extract_features
+
+    folder = _mixed_folder(tmp_path / "mixed")
+    factory = functools.partial(timm.create_model, model_name="test_resnet", pretrained=False, num_classes=0)
+    fdd = load_extractor(save_extractor(factory().eval(), factory_spec(factory), tmp_path / "ext", 96, 32,
+                                        (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
+    fid = inception_extractor(fid_weights)
+    extractors = {"fid": fid, "fdd": fdd, "random": timm_extractor("test_resnet", random_init=True, input_size=32),
+                  "custom": TinyNet()}
+    paths = list_images(folder)
+    from facefd.data.tensors import ImageTensors
+
+    for name, ext in extractors.items():
+        feats = extract_features(ext, paths, batch_size=4, num_workers=0, device="cpu",
+                                 image_size=24 if name == "custom" else None)
+        # one image at a time (no batching, so no stacking) is the reference
+        size = getattr(ext, "input_size", None) if name != "fid" else None
+        one_by_one = torch.cat([ext(ImageTensors(paths, size if name != "custom" else 24)[i][None]).float()
+                                for i in range(len(paths))])
+        torch.testing.assert_close(feats, one_by_one.reshape(len(paths), -1), rtol=1e-4, atol=1e-5, msg=name)
+        metric = FrechetDistance(ext, normalize=True, num_features=feats.shape[1], input_img_size=(3, 24, 24))
+        stats = folder_statistics(metric, folder, batch_size=4, num_workers=0)
+        native = ImageTensors(paths, getattr(ext, "input_size", None))  # what the folder API feeds
+        want = torch.cat([ext(native[i][None]).float() for i in range(len(paths))]).double()
+        assert stats.count == len(paths)
+        torch.testing.assert_close(stats.mean, want.mean(0), rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(stats.cov, torch.cov(want.T), rtol=1e-3, atol=1e-6, msg=name)
