@@ -45,11 +45,13 @@ def _same_size_groups(images: list) -> list:
     return [torch.stack(g) for g in groups.values()]
 
 
-def load_or_compute(metric: FrechetDistance, source: str | Path, **kwargs) -> GaussianStats:
-    """``.npz`` statistics (checked against the metric's extractor) or a folder's statistics."""
+def load_or_compute(metric: FrechetDistance, source: str | Path, assume_extractor: bool = False,
+                    **kwargs) -> GaussianStats:
+    """``.npz`` statistics (checked against the metric's extractor; a pytorch-fid / clean-fid file only
+    with ``assume_extractor``) or a folder's statistics."""
     source = Path(source)
     if source.suffix == ".npz":
-        stats = GaussianStats.load(source)
+        stats = GaussianStats.load(source, extractor=metric.fingerprint if assume_extractor else None)
         if stats.fingerprint != metric.fingerprint:
             raise StatisticsFileError(f"{source} was computed with another extractor than metric=...; "
                                       "recompute it with this extractor")
@@ -57,8 +59,10 @@ def load_or_compute(metric: FrechetDistance, source: str | Path, **kwargs) -> Ga
     return folder_statistics(metric, source, **kwargs)
 
 
-def distance(metric: FrechetDistance, a: str | Path, b: str | Path, **kwargs) -> dict:
-    sa, sb = load_or_compute(metric, a, **kwargs), load_or_compute(metric, b, **kwargs)
+def distance(metric: FrechetDistance, a: str | Path, b: str | Path, assume_extractor: bool = False,
+             **kwargs) -> dict:
+    sa = load_or_compute(metric, a, assume_extractor, **kwargs)
+    sb = load_or_compute(metric, b, assume_extractor, **kwargs)
     value = frechet_distance(sa.mean, sa.cov, sb.mean.to(sa.mean), sb.cov.to(sa.cov))
     return {"fd": value, "a": str(a), "b": str(b), "n_a": sa.count, "n_b": sb.count,
             "extractor_fingerprint": metric.fingerprint}

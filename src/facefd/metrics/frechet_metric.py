@@ -350,18 +350,22 @@ class FrechetDistance(Metric):
         return {"real": real, "fake": int(self.fake_moments[..., d, d].sum().item())}
 
     # ----------------------------------------------------------------------------- reference files
-    def save_reference(self, path: str | Path, metadata: Optional[dict[str, Any]] = None) -> Path:
-        """Save the real set's statistics (with the extractor fingerprint) to an ``.npz`` file."""
+    def save_reference(self, path: str | Path, metadata: Optional[dict[str, Any]] = None,
+                       format: str = "facefd") -> Path:
+        """Save the real set's statistics (with the extractor fingerprint) to an ``.npz`` file;
+        ``format="pytorch-fid"`` writes ``mu``/``sigma`` for pytorch-fid and clean-fid (fingerprint kept)."""
         stats = self.statistics(True)
         card = getattr(self.extractor, "card", {}) or {}
         meta = {"extractor": {k: card.get(k) for k in ("backbone", "input_size", "mean", "std", "resize",
                                                        "preprocessing_version") if k in card},
                 **(metadata or {})}
-        return GaussianStats(stats.mean, stats.cov, stats.count, self.fingerprint, meta).save(path)
+        return GaussianStats(stats.mean, stats.cov, stats.count, self.fingerprint, meta).save(path, format=format)
 
-    def load_reference(self, path: str | Path) -> None:
-        """Use saved real statistics; the extractor must be the one that made them."""
-        stats = GaussianStats.load(path)
+    def load_reference(self, path: str | Path, assume_extractor: bool = False) -> None:
+        """Use saved real statistics; the extractor must be the one that made them. A pytorch-fid / clean-fid
+        file (``mu``/``sigma``, no fingerprint) is read only with ``assume_extractor=True``: you state it was
+        made with this extractor and the same preprocessing."""
+        stats = GaussianStats.load(path, extractor=self.fingerprint if assume_extractor else None)
         if stats.mean.shape[0] != self.num_features:
             raise StatisticsFileError(f"{path} holds {stats.mean.shape[0]}-d statistics; this extractor gives "
                                       f"{self.num_features}-d features")

@@ -1,0 +1,4 @@
+"""python -m facefd ...: the same as the installed facefd command."""
+from facefd.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""The installed ``facefd`` command (also ``python -m facefd``): the three Hydra apps with the configs
+shipped in the package, and ``facefd fd A B``, the folder-to-folder one-liner every peer tool has."""
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+USAGE = """usage: facefd {train,evaluate,anonymize} [hydra overrides]   (same as train.py / evaluate.py / anonymize.py)
+       facefd fd A B [--metric NAME@FILE] [--batch-size N] [--device cuda] [--num-samples N]
+       facefd fd --save-stats DIR OUT.npz [--metric NAME@FILE] [--format facefd|pytorch-fid]
+Outputs go to ./outputs (the current folder, or FACEFD_ROOT)."""
+
+APPS = {"train": ("train", "facefd.train"), "evaluate": ("evaluate", "facefd.evaluation"),
+        "anonymize": ("anonymize", "facefd.anonymize")}
+
+
+def config_dir() -> Path:
+    """The Hydra configs: ``facefd/conf`` in an installed package (the wheel carries the repo's ``conf/``),
+    else the checkout's ``conf/``."""
+    packaged = Path(str(resources.files("facefd"))) / "conf"
+    if (packaged / "train.yaml").exists():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / "conf"
+    if (checkout / "train.yaml").exists():
+        return checkout
+    raise FileNotFoundError(f"facefd's configs are missing (looked in {packaged} and {checkout}): reinstall facefd")
+
+
+def run_app(name: str, argv: Sequence[str]) -> None:
+    """Run one Hydra app as its script would, with ``argv`` as its command line (``-m``, ``--cfg job``...)."""
+    import importlib
+
+    import hydra
+
+    import facefd.utils.hydra  # noqa: F401  (registers resolvers)
+    from facefd.utils.entry import report_user_errors
+
+    config_name, module = APPS[name]
+    run: Callable = importlib.import_module(module).run
+    sys.argv = [f"facefd-{name}", *argv]
+    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(report_user_errors(run))()
+
+
+def fd_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facefd fd", description="Fréchet distance between two image folders or "
+                                "statistics files (.npz), printed like python -m pytorch_fid.")
+    p.add_argument("paths", nargs=2, metavar="PATH", help="two folders / .npz files; with --save-stats: DIR OUT.npz")
+    p.add_argument("--metric", default="fdd@extractor/extractor.safetensors",
+                   help="fdd@EXTRACTOR (default: ./extractor/extractor.safetensors), fid@pt_inception-2015-12-05-"
+                        "6726825d.pth, timm:NAME@WEIGHTS, random:NAME")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1")
+    p.add_argument("--num-samples", type=int, default=None, help="use the first N images of each folder")
+    p.add_argument("--save-stats", action="store_true", help="write DIR's statistics to OUT.npz instead")
+    p.add_argument("--format", choices=("facefd", "pytorch-fid"), default="facefd",
+                   help="--save-stats file format: facefd (mean/cov) or pytorch-fid / clean-fid (mu/sigma)")
+    p.add_argument("--assume-extractor", action="store_true",
+                   help="read pytorch-fid / clean-fid .npz files (no fingerprint) as made with --metric's extractor")
+    p.add_argument("--skip-bad-images", action="store_true", help="report unreadable images and go on")
+    p.add_argument("--trust-code", action="store_true", help="let an extractor card name code outside the allow-list")
+    return p
+
+
+def fd_main(argv: Sequence[str]) -> float | None:
+    from facefd.evaluation.folder_stats import distance, folder_statistics
+    from facefd.evaluation.probe_table import parse_extractor_entry
+    from facefd.metrics import FrechetDistance
+    from facefd.metrics.extractors import build_extractor
+    from facefd.models.backbone import trusting_code
+    from facefd.utils.checks import check_statistics_source, check_writable
+    from facefd.utils.device import resolve_device
+    from facefd.utils.entry import report_user_errors
+    from facefd.utils.threads import limit_threads_to_cpu_quota
+
+    args = fd_parser().parse_args(argv)
+
+    @report_user_errors
+    def main() -> float | None:
+        limit_threads_to_cpu_quota()
+        a, b = args.paths
+        check_statistics_source(a)
+        if args.save_stats:
+            check_writable(b)
+        else:
+            check_statistics_source(b)
+        _, name, path = parse_extractor_entry(args.metric)
+        with trusting_code(args.trust_code):
+            extractor = build_extractor(name, path)
+        metric = FrechetDistance(extractor, normalize=True).to(resolve_device(args.device))
+        loader = dict(batch_size=args.batch_size, num_workers=args.num_workers, skip_bad_images=args.skip_bad_images,
+                      max_images=args.num_samples)
+        if args.save_stats:
+            stats = folder_statistics(metric, a, **loader)
+            metric.save_reference(b, metadata=stats.metadata, format=args.format)
+            print(f"{b}: {stats.count} images, {stats.mean.shape[0]}-d features ({args.format})")
+            return None
+        result = distance(metric, a, b, assume_extractor=args.assume_extractor, **loader)
+        print(f"FD: {result['fd']}")  # full precision, as python -m pytorch_fid prints it
+        return result["fd"]
+
+    return main()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "fd":
+        fd_main(rest)
+    elif command in APPS:
+        run_app(command, rest)
+    else:
+        print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()
