@@ -59,6 +59,15 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------- prompts
+def test_word_ages_get_no_year_old():
+    from facefd.anonymize.prompts import age_phrase
+
+    assert [age_phrase(a) for a in (34, 33.6, "20-29", "30 - 39", "more than 70", "elderly", "middle-aged")] == [
+        "34 year old", "34 year old", "20-29 year old", "30 - 39 year old", "elderly", "elderly", "middle-aged"]
+    assert build_prompts({"Male": 0.9, "age": "elderly", "ethnicity": "Asian"}).positive.startswith(
+        "closeup portrait photo of a asian elderly man")
+
+
 def test_prompt_text_follows_algorithm_1():
     attrs = {"Male": 0.8, "Young": 0.9, "age": 34, "ethnicity": "East Asian", "Smiling": 0.7, "No_Beard": 0.9,
              "Wearing_Hat": 0.2, "5_o_Clock_Shadow": 0.6}
@@ -329,6 +338,27 @@ def test_privacy_guard_regenerates_until_far_enough(pipe, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- evaluation
+def test_map_found_equals_torchmetrics_retrieval_map():
+    from torchmetrics.retrieval import RetrievalMAP
+
+    from facefd.evaluation import reid
+
+    rng = np.random.default_rng(1)
+    g_ids = [f"id{i % 5}" for i in range(25)]
+    q_ids = [f"id{i % 6}" for i in range(15)]  # id5 has no gallery match: skipped by both
+    g, q = rng.normal(size=(25, 4)), rng.normal(size=(15, 4))
+    got = reid(torch.from_numpy(q), torch.from_numpy(g), q_ids, g_ids, ks=(1, 3, 10))
+    dist = torch.cdist(torch.from_numpy(q), torch.from_numpy(g))
+    target = torch.tensor([[gi == qi for gi in g_ids] for qi in q_ids])
+    indexes = torch.arange(15)[:, None].expand(15, 25)
+    for k in (1, 3, 10):
+        tm = RetrievalMAP(top_k=k, empty_target_action="skip")
+        # torchmetrics counts only positive scores as retrieved: rank by 1 / (1 + distance)
+        want = float(tm(1 / (1 + dist.flatten()), target.flatten(), indexes=indexes.flatten()))
+        assert got[f"map_found@{k}"] == pytest.approx(want, rel=1e-6)  # torchmetrics divides in float32
+    assert got["map@10"] != pytest.approx(got["map_found@10"])  # the two definitions differ here
+
+
 def test_reid_metrics_against_brute_force():
     from facefd.evaluation import reid
 

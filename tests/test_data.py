@@ -11,18 +11,30 @@ from facefd.data.sampler import SeededEpochSampler
 
 
 def test_modes_are_converted_to_rgb(tmp_path):
-    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))  # fully transparent -> white background
+    from facefd.data.images import alpha_mode, set_alpha_mode
+
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))  # fully transparent over (10, 20, 30)
     rgba.save(tmp_path / "a.png")
     Image.new("L", (4, 4), 77).save(tmp_path / "g.webp", lossless=True)
     pal = Image.new("P", (4, 4), 1)
     pal.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
     pal.save(tmp_path / "p.bmp")
-    Image.fromarray(np.full((4, 4), 4000, dtype=np.uint16).reshape(4, 4) + np.arange(16, dtype=np.uint16).reshape(4, 4)).save(tmp_path / "i16.png")
-    assert np.asarray(load_rgb(tmp_path / "a.png"))[0, 0].tolist() == [255, 255, 255]
+    levels = np.array([4, 8, 40000, 65535], dtype=np.uint16).reshape(2, 2)
+    Image.fromarray(levels).save(tmp_path / "i16.png")
+    # transparency: dropped (pytorch-fid / clean-fid's convert("RGB")) by default, or white on request
+    assert alpha_mode() == "drop"
+    assert np.asarray(load_rgb(tmp_path / "a.png"))[0, 0].tolist() == [10, 20, 30]
+    assert np.asarray(Image.open(tmp_path / "a.png").convert("RGB"))[0, 0].tolist() == [10, 20, 30]  # the peers'
+    try:
+        set_alpha_mode("white")
+        assert np.asarray(load_rgb(tmp_path / "a.png"))[0, 0].tolist() == [255, 255, 255]
+    finally:
+        set_alpha_mode("drop")
     assert np.asarray(load_rgb(tmp_path / "g.webp"))[0, 0].tolist() == [77, 77, 77]
     assert np.asarray(load_rgb(tmp_path / "p.bmp"))[0, 0].tolist() == [200, 100, 50]
+    # 16 bits: scaled by the type's range (x 255 / 65535), never stretched per image
     i16 = np.asarray(load_rgb(tmp_path / "i16.png"))[..., 0]
-    assert i16.min() == 0 and i16.max() == 255  # rescaled, not clipped to white
+    assert i16.tolist() == np.round(levels / 65535 * 255).astype(int).tolist() == [[0, 0], [156, 255]]
 
 
 def test_listing_is_recursive_and_filters_extensions(tmp_path):

@@ -15,6 +15,8 @@ whole prompt is kept for chunked encoding (``"chunk"``, with compel). Nothing is
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -40,6 +42,7 @@ NEGATED: dict[str, str] = {"No_Beard": "beard"}
 
 ETHNICITY_KEYS = ("ethnicity", "Ethnic", "ethnic", "race")
 AGE_KEYS = ("age", "Age")
+_NUMERIC_AGE = re.compile(r"\d+(\.\d+)?(\s*[-–]\s*\d+(\.\d+)?)?")
 _FAIRFACE_AGE_WORDS = {"0-2": "baby", "3-9": "child", "10-19": "teenage", "more than 70": "elderly"}
 
 
@@ -62,7 +65,10 @@ def age_phrase(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"{int(round(value))} year old"
     text = str(value).strip()
-    return _FAIRFACE_AGE_WORDS.get(text, f"{text} year old")
+    if text in _FAIRFACE_AGE_WORDS:
+        return _FAIRFACE_AGE_WORDS[text]
+    # "year old" only after a number or a numeric range ("34", "20-29", "20 - 29"); words stay as they are
+    return f"{text} year old" if _NUMERIC_AGE.fullmatch(text) else text
 
 
 @dataclass

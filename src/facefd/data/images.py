@@ -31,6 +31,25 @@ def max_image_pixels() -> Optional[int]:
     return _max_image_pixels
 
 
+#: What transparency becomes: ``drop`` keeps the colour under it (pytorch-fid's and clean-fid's
+#: ``convert("RGB")``, so statistics are comparable), ``white`` composites on white.
+ALPHA_MODES = ("drop", "white")
+_alpha_mode = "drop"
+
+
+def set_alpha_mode(mode: str) -> None:
+    """The one transparency convention of training, evaluation and anonymization (``alpha=`` on the
+    command line). Set before data loaders start: forked workers inherit it."""
+    global _alpha_mode
+    if mode not in ALPHA_MODES:
+        raise ValueError(f"alpha must be one of {ALPHA_MODES}, got {mode!r}")
+    _alpha_mode = mode
+
+
+def alpha_mode() -> str:
+    return _alpha_mode
+
+
 class ImageFolderError(UserError, ValueError):
     """A folder that cannot be used as an image dataset (missing, empty, bad files)."""
 
@@ -79,9 +98,10 @@ def list_images(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) 
 def load_rgb(path: str | Path) -> Image.Image:
     """Open any supported image as 8-bit RGB.
 
-    EXIF orientation is applied; transparent images are composited on white; 16-bit and float
-    grayscale are rescaled to 8 bits instead of being clipped. Images over :func:`max_image_pixels`
-    raise :class:`ImageTooLargeError` after reading the header only.
+    EXIF orientation is applied. 16-bit images are scaled by the type's range (65535 -> 255, the same
+    for every image: never a per-image contrast stretch); float images are taken as [0, 1].
+    Transparency follows :func:`alpha_mode` (default ``drop``, as pytorch-fid and clean-fid).
+    Images over :func:`max_image_pixels` raise :class:`ImageTooLargeError` after reading the header only.
     """
     with Image.open(path) as img:
         _check_pixels(img, path)
@@ -89,12 +109,11 @@ def load_rgb(path: str | Path) -> Image.Image:
         img.load()
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        img = Image.fromarray(arr.round().astype(np.uint8), mode="L")
+        scale = 255.0 if img.mode == "F" else 255.0 / 65535.0  # 16-bit PNG/TIFF open as I;16 or I
+        img = Image.fromarray(np.clip(arr * scale, 0, 255).round().astype(np.uint8), mode="L")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("RGBA", "LA", "PA"):
+    if img.mode in ("RGBA", "LA", "PA") and _alpha_mode == "white":
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)

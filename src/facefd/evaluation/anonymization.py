@@ -165,8 +165,8 @@ def side_by_side(pairs: Sequence[tuple[Path, Path]], path: str | Path, rows: int
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"Pairs: {report['pairs']}", "", "| embedder | " + " | ".join(
-        k for k in next(iter(report["reid"].values()), {}) if k.startswith(("reid@", "map@"))) + " |"]
-    keys = [k for k in next(iter(report["reid"].values()), {}) if k.startswith(("reid@", "map@"))]
+        k for k in next(iter(report["reid"].values()), {}) if k.startswith(("reid@", "map@", "map_found@"))) + " |"]
+    keys = [k for k in next(iter(report["reid"].values()), {}) if k.startswith(("reid@", "map@", "map_found@"))]
     lines.append("|---|" + "---|" * len(keys))
     lines += [f"| {e} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |" for e, r in report["reid"].items()]
     if report.get("attributes"):
@@ -189,6 +189,11 @@ def run_anonymization_eval(original: str | Path, anonymized: str | Path, out_dir
     ids = read_identities(identities, [a for a, _ in pairs], original)
     report: dict[str, Any] = {"pairs": len(pairs), "original": str(original), "anonymized": str(anonymized)}
     report["reid"] = reidentification(pairs, ids, embedders, cache_dir, ks, extract_kwargs)
+    report["definitions"] = {
+        "reid@K": "share of queries (anonymized images) with a gallery original of their identity in the top K",
+        "map@K": "mean AP@K, AP@K = sum_{i<=K} precision@i * rel(i) / min(R, K), R = relevant originals",
+        "map_found@K": "mean AP@K divided by the relevant originals found in the top K (torchmetrics RetrievalMAP)",
+    }
     if predictor is not None:
         report["attributes"] = attribute_preservation(pairs, original, predictor())
     if metrics:

@@ -11,10 +11,14 @@ from facefd.models.probe.knn import knn_search
 
 def reid(queries: torch.Tensor, gallery: torch.Tensor, query_ids: Sequence[str], gallery_ids: Sequence[str],
          ks: Sequence[int] = (1, 5, 10), distance: str = "l2") -> dict[str, float]:
-    """Re-ID@K (share of queries with a relevant item among their K nearest) and mAP@K for every K.
+    """Re-ID@K (share of queries with a relevant item among their K nearest) and two mAP@K for every K.
 
-    AP@K of one query = (1 / min(R, K)) * sum over ranks i <= K of precision@i * rel(i), with R the
-    number of relevant gallery items; queries without any relevant item are left out (and counted).
+    ``map@K``: AP@K of one query = (1 / min(R, K)) * sum over ranks i <= K of precision@i * rel(i), with R
+    the number of relevant gallery items (the usual re-identification definition: a query that could
+    fill its top K and found only some scores below 1).
+    ``map_found@K``: the same sum divided by the relevant items *found* in the top K (torchmetrics'
+    ``RetrievalMAP(top_k=K)``): 0 when none is found. Queries without any relevant item are left out
+    (and counted).
     """
     if len(query_ids) != queries.shape[0] or len(gallery_ids) != gallery.shape[0]:
         raise ValueError("one identity per query row and per gallery row")
@@ -37,6 +41,10 @@ def reid(queries: torch.Tensor, gallery: torch.Tensor, query_ids: Sequence[str],
     for k in ks:
         kk = min(k, k_max)
         out[f"reid@{k}"] = float((rel[:, :kk].sum(1) > 0).double().mean()) if len(rel) else float("nan")
-        ap = (precision_at[:, :kk] * rel[:, :kk]).sum(1) / torch.minimum(relevant, torch.tensor(float(kk)))
+        hits = (precision_at[:, :kk] * rel[:, :kk]).sum(1)
+        ap = hits / torch.minimum(relevant, torch.tensor(float(kk)))
         out[f"map@{k}"] = float(ap.mean()) if len(rel) else float("nan")
+        found = rel[:, :kk].sum(1)
+        ap_found = torch.where(found > 0, hits / found.clamp(min=1), torch.zeros_like(hits))
+        out[f"map_found@{k}"] = float(ap_found.mean()) if len(rel) else float("nan")
     return out

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, Callable, TypeVar
 
-from facefd.data.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
+from facefd.data.images import DEFAULT_MAX_IMAGE_PIXELS, set_alpha_mode, set_max_image_pixels
 from facefd.models.backbone import trusting_code
 from facefd.utils.errors import UserError
 from facefd.utils.threads import limit_threads_to_cpu_quota
@@ -24,6 +24,7 @@ def entry_point(run: F) -> F:
     def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> Any:
         limit_threads_to_cpu_quota()
         set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
+        set_alpha_mode(cfg.get("alpha", "drop"))
         with trusting_code(bool(cfg.get("trust_code", False))):
             return run(cfg, *args, **kwargs)
 
