@@ -78,3 +78,17 @@ def test_wandb_logger_is_offline_without_a_key(tmp_path, monkeypatch):
         return
     logger = instantiate(cfg.logger.wandb)
     assert logger._offline
+
+
+@pytest.mark.parametrize("name", ["train", "evaluate", "anonymize"])
+def test_every_entry_config_composes_with_the_shared_safety_keys(name):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from conftest import CONF
+
+    GlobalHydra.instance().clear()
+    overrides = ["input=x", "output=y"] if name == "anonymize" else []
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(config_name=name, overrides=overrides)
+    assert cfg.trust_code is False and cfg.max_image_pixels == 89_478_485 and cfg.transparency == "drop"

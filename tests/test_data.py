@@ -182,3 +182,27 @@ def test_small_crops_get_a_proportionally_smaller_blur():
     assert (blur_local.radius_min, blur_local.radius_max) == pytest.approx((0.1 * 32 / 96, 2.0 * 32 / 96))
     reference = MultiCropAugmentation()
     assert reference.global_transfo1.transforms[2].radius_max == 2.0 and reference.local_transfo.transforms[2].p == 0.5
+
+
+def test_clutter_backgrounds_differ_across_a_photo_and_keep_plain_sets_valid(tmp_path):
+    import json
+
+    from facefd.data.sample_faces import draw_face, sample_identity, sample_view
+
+    rng = np.random.default_rng(0)
+    person = sample_identity(rng)
+    view = sample_view(person, rng, "clutter")
+    assert len(view["clutter"]) == 8 and all(-0.1 <= b[0] < b[2] <= 1.1 for _, b, _ in view["clutter"])
+    img = np.asarray(draw_face(person, view, np.random.default_rng(1), 64)).astype(float)
+    # corners (background only) differ from each other much more than under a plain background
+    corners = [img[:8, :8].mean((0, 1)), img[:8, -8:].mean((0, 1)), img[-8:, :8].mean((0, 1))]
+    plain = np.asarray(draw_face(person, {**view, "clutter": []}, np.random.default_rng(1), 64)).astype(float)
+    plain_corners = [plain[:8, :8].mean((0, 1)), plain[:8, -8:].mean((0, 1))]
+    assert np.abs(corners[0] - corners[1]).sum() + np.abs(corners[0] - corners[2]).sum() > 30
+    assert np.abs(plain_corners[0] - plain_corners[1]).sum() < 15
+    root = generate_sample_faces(tmp_path / "c", num_images=10, image_size=32, progress=False, background="clutter")
+    assert json.loads((root / "facefd_sample.json").read_text())["background"] == "clutter"
+    plain_root = generate_sample_faces(tmp_path / "p", num_images=10, image_size=32, progress=False)
+    assert "background" not in json.loads((plain_root / "facefd_sample.json").read_text())  # v2 sets still match
+    with pytest.raises(ValueError, match="background"):
+        generate_sample_faces(tmp_path / "x", num_images=10, background="stripes")

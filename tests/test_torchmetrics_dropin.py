@@ -173,3 +173,18 @@ def test_every_extractor_takes_a_folder_of_mixed_sizes(tmp_path, fid_weights):
         assert stats.count == len(paths)
         torch.testing.assert_close(stats.mean, want.mean(0), rtol=1e-4, atol=1e-5, msg=name)
         torch.testing.assert_close(stats.cov, torch.cov(want.T), rtol=1e-3, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("model_name,size", [("resnet18", 32), ("convnext_atto", 32), ("efficientnet_b0", 32),
+                                             ("mobilenetv3_small_100", 32), ("vit_tiny_patch16_224", 224)])
+def test_any_timm_family_reports_the_width_it_returns(model_name, size):
+    """MobileNetV3's pooled output is 1024-d (conv head) while timm's num_features says 576."""
+    from facefd.metrics.extractors import timm_extractor
+
+    ext = timm_extractor(model_name, random_init=True, input_size=size)
+    feats = ext(torch.rand(2, 3, 40, 36))
+    assert feats.shape == (2, ext.num_features)
+    m = FrechetDistance(ext, normalize=True)
+    m.update(torch.rand(3, 3, 40, 36), real=True)  # no width mismatch through the metric either
+    if model_name.startswith("mobilenetv3"):
+        assert ext.num_features == 1024 != ext.backbone.num_features

@@ -38,7 +38,7 @@ _alpha_mode = "drop"
 
 
 def set_alpha_mode(mode: str) -> None:
-    """The one transparency convention of training, evaluation and anonymization (``alpha=`` on the
+    """The one transparency convention of training, evaluation and anonymization (``transparency=`` on the
     command line). Set before data loaders start: forked workers inherit it."""
     global _alpha_mode
     if mode not in ALPHA_MODES:

@@ -24,7 +24,7 @@ def entry_point(run: F) -> F:
     def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> Any:
         limit_threads_to_cpu_quota()
         set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
-        set_alpha_mode(cfg.get("alpha", "drop"))
+        set_alpha_mode(cfg.get("transparency", "drop"))
         with trusting_code(bool(cfg.get("trust_code", False))):
             return run(cfg, *args, **kwargs)
 
