@@ -32,9 +32,20 @@ def _run(cmd, cwd, **env):
 
 
 def test_wheel_installs_a_working_facefd_command(tmp_path):
+    import shutil
+
+    # build from a copy: an in-tree build would leave build/ and *.egg-info in the checkout
+    source = tmp_path / "source"
+    top_level = {".git", "data", "outputs", "multirun", "build", "dist", ".pytest_cache"}
+
+    def skip(folder, names):
+        own = top_level if Path(folder) == ROOT else set()
+        return [n for n in names if n in own or n.endswith(".egg-info") or n == "__pycache__"]
+
+    shutil.copytree(ROOT, source, symlinks=True, ignore=skip)
     wheels = tmp_path / "wheels"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-          str(ROOT)], tmp_path)
+          str(source)], tmp_path)
     wheel = next(wheels.glob("facefd-*.whl"))
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)  # torch & co. from this machine
