@@ -1,6 +1,7 @@
 """Milliseconds per image of DINO's multi-crop data path on the CPU: facefd's dataset item (decode,
 per-(seed, epoch, index) seeding, MultiCropAugmentation) against the reference pipeline written here
-from main_dino.py's DataAugmentationDINO (PIL open + the same torchvision ops, global RNG, no seeding).
+from main_dino.py's DataAugmentationDINO (PIL open + the same torchvision ops on the global RNG, seeded
+with the same per-image seeds so both draw the same crops and do the same work).
 Same JPEG files, same crop sizes, one process. Prints both and the ratio reference / facefd (target >= 1.0).
 
     python bench/multicrop.py                                  # paper sizes: 2 x 224 + 8 x 96 from 320 px JPEGs
@@ -22,7 +23,7 @@ import torchvision.transforms as T
 from PIL import Image, ImageFilter
 
 from facefd.data import MultiCropAugmentation
-from facefd.data.dataset import FaceImageDataset
+from facefd.data.dataset import FaceImageDataset, sample_seed
 
 
 class ReferenceBlur:
@@ -101,6 +102,11 @@ def main() -> None:
         reference = ReferenceDINOAugmentation(args.global_size, args.local_size, args.local_crops)
 
         def ref_item(i: int):
+            # the same random draws as facefd's item (so both do the same work); seeding the global RNGs
+            # is all the reference does, without facefd's save/restore of the caller's RNG state
+            s = sample_seed(0, 0, i)
+            torch.manual_seed(s)
+            random.seed(s)
             with Image.open(paths[i]) as img:
                 return reference(img.convert("RGB"))
 

@@ -206,3 +206,15 @@ def test_clutter_backgrounds_differ_across_a_photo_and_keep_plain_sets_valid(tmp
     assert "background" not in json.loads((plain_root / "facefd_sample.json").read_text())  # v2 sets still match
     with pytest.raises(ValueError, match="background"):
         generate_sample_faces(tmp_path / "x", num_images=10, background="stripes")
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (6, 4), (0, 0, 0))
+    img.putpixel((0, 0), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    img.save(tmp_path / "r.jpg", exif=exif, quality=100)
+    img.save(tmp_path / "plain.png")
+    rotated = load_rgb(tmp_path / "r.jpg")
+    assert rotated.size == (4, 6) and load_rgb(tmp_path / "plain.png").size == (6, 4)
+    assert np.asarray(rotated)[0, -1, 0] > 150  # the red corner moved to the top right

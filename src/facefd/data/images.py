@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from facefd.utils.errors import UserError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+EXIF_ORIENTATION = 0x0112
 #: Pillow's own decompression-bomb threshold (about 9459 x 9459): bigger images are refused unread.
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 _max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS
@@ -105,7 +106,8 @@ def load_rgb(path: str | Path) -> Image.Image:
     """
     with Image.open(path) as img:
         _check_pixels(img, path)
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(EXIF_ORIENTATION, 1) != 1:  # transpose (a copy) only when the photo asks for it
+            img = ImageOps.exif_transpose(img)
         img.load()
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
@@ -117,7 +119,7 @@ def load_rgb(path: str | Path) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def check_image(path: str | Path) -> str | None:
