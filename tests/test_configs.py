@@ -88,7 +88,29 @@ def test_every_entry_config_composes_with_the_shared_safety_keys(name):
     from conftest import CONF
 
     GlobalHydra.instance().clear()
-    overrides = ["input=x", "output=y"] if name == "anonymize" else []
+    overrides = {"anonymize": ["input=x", "output=y"], "evaluate": ["task=fd"]}.get(name, [])
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(config_name=name, overrides=overrides)
     assert cfg.trust_code is False and cfg.max_image_pixels == 89_478_485 and cfg.transparency == "drop"
+
+
+def test_each_evaluate_task_has_its_own_options():
+    """`evaluate.py task=X --cfg job` shows what task X reads, not every task's options."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from conftest import CONF
+
+    def keys(task):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            return set(compose(config_name="evaluate", overrides=[f"task={task}"]).keys())
+
+    fd, bench, anon = keys("fd"), keys("benchmark"), keys("anonymization")
+    assert {"a", "b"} <= fd and not {"perturbations", "heads", "embedders", "queries"} & fd
+    assert {"perturbations", "sets", "metrics"} <= bench and not {"a", "embedders"} & bench
+    assert {"embedders", "predictor", "grid_rows"} <= anon and "perturbations" not in anon
+    tasks = {p.stem for p in (CONF / "task").glob("*.yaml")}
+    from facefd.evaluation import TASKS
+
+    assert tasks == set(TASKS)  # one config per task, no orphan

@@ -1,7 +1,7 @@
 """Image perturbations of the FDD paper's benchmark (Fig. 1): each a callable on one float image
 ``[3, H, W]`` in [0, 1] with a strength parameter, seeded per image so results are reproducible.
 
-They are instantiated from ``conf/evaluate.yaml``'s ``perturbations:`` map, so a user adds one with
+They are instantiated from ``conf/task/benchmark.yaml``'s ``perturbations:`` map, so a user adds one with
 ``+perturbations.my_blur={_target_:facefd.evaluation.perturbations.GaussianBlur,sigma:8}`` or any
 callable of the same signature.
 """
