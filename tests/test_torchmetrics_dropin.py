@@ -188,3 +188,21 @@ def test_any_timm_family_reports_the_width_it_returns(model_name, size):
     m.update(torch.rand(3, 3, 40, 36), real=True)  # no width mismatch through the metric either
     if model_name.startswith("mobilenetv3"):
         assert ext.num_features == 1024 != ext.backbone.num_features
+
+
+def test_clean_fid_resize_option_is_pil_bicubic_per_channel(fid_weights):
+    from PIL import Image
+
+    from facefd.metrics.extractors import InceptionFID
+
+    images = _images(2, 30, 40)
+    ext = InceptionFID(fid_weights, layer=64, resize="pil_bicubic")
+    default = InceptionFID(fid_weights, layer=64)
+    assert ext.fingerprint != default.fingerprint  # statistics of the two conventions never mix
+    want = torch.empty(2, 3, 299, 299, dtype=torch.uint8)
+    for i in range(2):
+        for c in range(3):
+            ch = Image.fromarray(images[i, c].numpy().astype(np.float32), mode="F").resize((299, 299), Image.BICUBIC)
+            want[i, c] = torch.from_numpy(np.clip(np.asarray(ch), 0, 255).round().astype(np.uint8))
+    torch.testing.assert_close(ext(images), default(want))  # at 299 the network resizes nothing
+    assert not torch.allclose(ext(images), default(images))

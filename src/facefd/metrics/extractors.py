@@ -13,6 +13,10 @@ from facefd.models.extractor import FeatureExtractor, file_sha256, load_extracto
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 #: Feature layers of the FID Inception (torchmetrics' ``feature=``): pool1, pool2, pre-aux, final pool.
 FID_LAYERS = (64, 192, 768, 2048)
+#: How images reach 299 x 299: torch-fidelity's TF-1.x-compatible bilinear inside the network (pytorch-fid's
+#: and torch-fidelity's FID), or clean-fid's PIL bicubic before it.
+FID_RESIZES = {"tf_bilinear": "uint8 input, torch-fidelity TF-compatible bilinear to 299",
+               "pil_bicubic": "uint8 input, PIL bicubic to 299 per channel (clean-fid's filter), rounded to uint8"}
 
 
 class InceptionFID(nn.Module):
@@ -23,11 +27,13 @@ class InceptionFID(nn.Module):
     resizes to 299x299 itself (torch-fidelity's TF-compatible bilinear resize), whatever their size.
     """
 
-    def __init__(self, weights_path: str | Path, layer: int = 2048) -> None:
+    def __init__(self, weights_path: str | Path, layer: int = 2048, resize: str = "tf_bilinear") -> None:
         super().__init__()
         if layer not in FID_LAYERS:
             raise ValueError(f"the FID Inception has feature layers {FID_LAYERS}, not {layer}")
-        self.num_features = layer
+        if resize not in FID_RESIZES:
+            raise ValueError(f"resize must be one of {FID_RESIZES}, got {resize!r}")
+        self.num_features, self.resize = layer, resize
         path = Path(weights_path).expanduser()
         if not path.exists():
             raise FileNotFoundError(
@@ -41,20 +47,36 @@ class InceptionFID(nn.Module):
         self.net = FeatureExtractorInceptionV3("inception-v3-compat", [str(layer)],
                                                feature_extractor_weights_path=str(path))
         tag = "inception-fid" if layer == 2048 else f"inception-fid-{layer}"
+        tag += "" if resize == "tf_bilinear" else f"-{resize}"
         self.fingerprint = hashlib.sha256(f"{tag}:{file_sha256(path)}".encode()).hexdigest()
         self.card = {"backbone": {"target": "torch_fidelity inception-v3-compat", "weights": path.name},
-                     "input_size": 299, "resize": "uint8 input, torch-fidelity TF-compatible bilinear to 299",
-                     "preprocessing_version": 1}
+                     "input_size": 299, "resize": FID_RESIZES[resize], "preprocessing_version": 1}
         self.eval()
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images if images.dtype == torch.uint8 else (images.clamp(0, 1) * 255).round().to(torch.uint8)
+        if self.resize == "pil_bicubic":
+            x = pil_bicubic_299(x)
         return self.net(x)[0].reshape(x.shape[0], -1).float()
 
 
-def inception_extractor(weights_path: str | Path) -> InceptionFID:
-    return InceptionFID(weights_path)
+def pil_bicubic_299(images: torch.Tensor) -> torch.Tensor:
+    """clean-fid's resize: each channel as a float image through PIL's bicubic filter to 299 x 299, clipped to
+    [0, 255]; then rounded to uint8, which torch-fidelity's network requires (clean-fid feeds the floats)."""
+    import numpy as np
+    from PIL import Image
+
+    out = torch.empty(images.shape[0], 3, 299, 299, dtype=torch.uint8)
+    for i, img in enumerate(images.cpu().numpy()):
+        for c in range(3):
+            channel = Image.fromarray(img[c].astype(np.float32), mode="F").resize((299, 299), Image.BICUBIC)
+            out[i, c] = torch.from_numpy(np.asarray(channel).clip(0, 255).round().astype(np.uint8))
+    return out.to(images.device)
+
+
+def inception_extractor(weights_path: str | Path, resize: str = "tf_bilinear") -> InceptionFID:
+    return InceptionFID(weights_path, resize=resize)
 
 
 def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, random_init: bool = False,
