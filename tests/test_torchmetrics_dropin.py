@@ -206,3 +206,19 @@ def test_clean_fid_resize_option_is_pil_bicubic_per_channel(fid_weights):
             want[i, c] = torch.from_numpy(np.clip(np.asarray(ch), 0, 255).round().astype(np.uint8))
     torch.testing.assert_close(ext(images), default(want))  # at 299 the network resizes nothing
     assert not torch.allclose(ext(images), default(images))
+
+
+@pytest.mark.slow
+def test_fid_on_a_mixed_size_folder_through_the_task_commands(tmp_path, fid_weights):
+    """The reported crash: `evaluate.py task=fd metric=fid` on mixed sizes ("stack expects each tensor to be
+    equal size"). task=benchmark and task=probe_table extract through `extract_features`, tested above."""
+    import json
+
+    from test_train import _cli
+
+    a, b = _mixed_folder(tmp_path / "a"), _mixed_folder(tmp_path / "b", n=9)
+    proc = _cli(["evaluate.py", "task=fd", f"a={a}", f"b={b}", "metric=fid",
+                 f"metric.feature_extractor.weights_path={fid_weights}", "num_workers=0", "batch_size=4",
+                 f"out={tmp_path / 'fd.json'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "fd.json").read_text())["n_b"] == 9
