@@ -93,7 +93,7 @@ def test_fd_command_matches_the_api_and_writes_peer_formats(tmp_path):
 
     # pytorch-fid format: mu/sigma as pytorch-fid reads them, our fingerprint alongside
     out = tmp_path / "a_stats.npz"
-    _run([*cli, "--save-stats", "--format", "pytorch-fid", str(a), str(out)], tmp_path)
+    _run([*cli, "--save-stats", str(out), "--format", "pytorch-fid", str(a)], tmp_path)
     with np.load(out) as f:  # what pytorch_fid.fid_score reads: f["mu"][:], f["sigma"][:]
         np.testing.assert_allclose(f["mu"][:], sa.mean.numpy(), rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(f["sigma"][:], sa.cov.numpy(), rtol=1e-6, atol=1e-9)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 USAGE = """usage: facefd {train,evaluate,anonymize} [hydra overrides]   (same as train.py / evaluate.py / anonymize.py)
-       facefd fd A B [--metric NAME@FILE] [--batch-size N] [--device cuda] [--num-samples N]
-       facefd fd --save-stats DIR OUT.npz [--metric NAME@FILE] [--format facefd|pytorch-fid]
+       facefd fd A B [--metric NAME@FILE] [--batch-size N] [--device cuda] [--num-samples N] [--save-stats OUT.npz]
+       facefd fd A --save-stats OUT.npz [--metric NAME@FILE] [--format facefd|pytorch-fid]
 Outputs go to ./outputs (the current folder, or FACEFD_ROOT)."""
 
 APPS = {"train": ("train", "facefd.train"), "evaluate": ("evaluate", "facefd.evaluation"),
@@ -47,7 +47,7 @@ def run_app(name: str, argv: Sequence[str]) -> None:
 def fd_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facefd fd", description="Fréchet distance between two image folders or "
                                 "statistics files (.npz), printed like python -m pytorch_fid.")
-    p.add_argument("paths", nargs=2, metavar="PATH", help="two folders / .npz files; with --save-stats: DIR OUT.npz")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="two folders / .npz files (one folder with --save-stats)")
     p.add_argument("--metric", default="fdd@extractor/extractor.safetensors",
                    help="fdd@EXTRACTOR (default: ./extractor/extractor.safetensors), fid@pt_inception-2015-12-05-"
                         "6726825d.pth, timm:NAME@WEIGHTS, random:NAME")
@@ -55,7 +55,8 @@ def fd_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1")
     p.add_argument("--num-samples", type=int, default=None, help="use the first N images of each folder")
-    p.add_argument("--save-stats", action="store_true", help="write DIR's statistics to OUT.npz instead")
+    p.add_argument("--save-stats", metavar="OUT.npz", default=None,
+                   help="also write the first folder's statistics to OUT.npz (then B is optional)")
     p.add_argument("--format", choices=("facefd", "pytorch-fid"), default="facefd",
                    help="--save-stats file format: facefd (mean/cov) or pytorch-fid / clean-fid (mu/sigma)")
     p.add_argument("--assume-extractor", action="store_true",
@@ -76,17 +77,20 @@ def fd_main(argv: Sequence[str]) -> float | None:
     from facefd.utils.entry import report_user_errors
     from facefd.utils.threads import limit_threads_to_cpu_quota
 
-    args = fd_parser().parse_args(argv)
+    parser = fd_parser()
+    args = parser.parse_args(argv)
+    if len(args.paths) > 2 or (len(args.paths) == 1 and not args.save_stats):
+        parser.error("give two folders / .npz files (or one folder with --save-stats OUT.npz)")
 
     @report_user_errors
     def main() -> float | None:
         limit_threads_to_cpu_quota()
-        a, b = args.paths
-        check_statistics_source(a)
+        a, b = args.paths[0], (args.paths[1] if len(args.paths) == 2 else None)
+        for source in (a, b):
+            if source is not None:
+                check_statistics_source(source)
         if args.save_stats:
-            check_writable(b)
-        else:
-            check_statistics_source(b)
+            check_writable(args.save_stats)
         _, name, path = parse_extractor_entry(args.metric)
         with trusting_code(args.trust_code):
             extractor = build_extractor(name, path)
@@ -95,9 +99,11 @@ def fd_main(argv: Sequence[str]) -> float | None:
                       max_images=args.num_samples)
         if args.save_stats:
             stats = folder_statistics(metric, a, **loader)
-            metric.save_reference(b, metadata=stats.metadata, format=args.format)
-            print(f"{b}: {stats.count} images, {stats.mean.shape[0]}-d features ({args.format})")
-            return None
+            metric.save_reference(args.save_stats, metadata=stats.metadata, format=args.format)
+            print(f"{args.save_stats}: {stats.count} images, {stats.mean.shape[0]}-d features ({args.format})")
+            if b is None:
+                return None
+            a = args.save_stats  # the statistics just made
         result = distance(metric, a, b, assume_extractor=args.assume_extractor, **loader)
         print(f"FD: {result['fd']}")  # full precision, as python -m pytorch_fid prints it
         return result["fd"]
