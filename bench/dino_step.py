@@ -138,8 +138,8 @@ def lightning_loop(args, device, crops) -> float:
     return args.steps * args.batch / (timer.t1 - timer.t0)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_step_arguments(p: argparse.ArgumentParser) -> None:
+    """The model and crop settings shared with bench/dino_throughput.py."""
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--global-size", type=int, default=64)
@@ -148,9 +148,14 @@ def main() -> None:
     p.add_argument("--out-dim", type=int, default=4096)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=2, help="alternate the two loops this many times; best of each")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", choices=["32", "bf16"], default="32")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_step_arguments(p)
+    p.add_argument("--repeats", type=int, default=2, help="alternate the two loops this many times; best of each")
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":

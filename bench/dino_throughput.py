@@ -23,7 +23,7 @@ import timm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dino_step import StepTimer, lightning_loop, make_crops, sync  # noqa: E402
+from dino_step import StepTimer, add_step_arguments, lightning_loop, make_crops, sync  # noqa: E402
 from multicrop import make_jpegs  # noqa: E402
 
 from facefd.data import FaceImageDataModule, MultiCropAugmentation  # noqa: E402
@@ -65,19 +65,10 @@ def end_to_end(args, device, folder: Path) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--global-size", type=int, default=64)
-    p.add_argument("--local-size", type=int, default=32)
-    p.add_argument("--local-crops", type=int, default=4)
-    p.add_argument("--out-dim", type=int, default=4096)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
+    add_step_arguments(p)
     p.add_argument("--images", type=int, default=256, help="JPEGs in the folder (drawn faces)")
     p.add_argument("--source-size", type=int, default=256, help="side of the JPEGs")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--precision", choices=["32", "bf16"], default="32")
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
