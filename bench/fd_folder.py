@@ -49,7 +49,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=128, help="side of the JPEGs")
     p.add_argument("--weights", default=None, help=f"{FID_WEIGHTS_NAME} (default: random weights made here)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None, help="facefd's loader workers (default: as `facefd fd`: "
+                   "0 on the CPU, 2 on a GPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--layer", type=int, default=None,
                    help="Inception feature layer (default: 2048 with real weights, 192 with random ones, whose "
@@ -72,8 +73,9 @@ def main() -> None:
         from facefd.metrics.extractors import InceptionFID
 
         metric = FrechetDistance(InceptionFID(weights, layer=layer), normalize=True).to(args.device)
+        workers = args.workers if args.workers is not None else (0 if args.device == "cpu" else 2)
         t0 = time.perf_counter()
-        ours = distance(metric, a, b, batch_size=args.batch_size, num_workers=args.workers)["fd"]
+        ours = distance(metric, a, b, batch_size=args.batch_size, num_workers=workers)["fd"]
         t_ours = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -90,13 +92,13 @@ def main() -> None:
 
             t0 = time.perf_counter()
             clean = {"fid": cleanfid.compute_fid(str(a), str(b), mode="clean", batch_size=args.batch_size,
-                                                 device=torch.device(args.device), num_workers=args.workers),
+                                                 device=torch.device(args.device), num_workers=workers),
                      "s": time.perf_counter() - t0}
         except Exception as exc:  # noqa: BLE001 - optional peer
             clean = {"skipped": f"{type(exc).__name__}: {exc}"[:200]}
 
     result = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "images": n,
-              "size": args.size, "layer": layer, "weights": "random" if not args.weights else str(args.weights),
+              "size": args.size, "layer": layer, "facefd_workers": workers, "weights": "random" if not args.weights else str(args.weights),
               "facefd_fd": ours, "torch_fidelity_fd": theirs, "rel_diff": abs(ours - theirs) / max(abs(theirs), 1e-12),
               "facefd_img_per_s": n / t_ours, "torch_fidelity_img_per_s": n / t_theirs,
               "ratio_facefd_over_torch_fidelity": t_theirs / t_ours, "clean_fid": clean}

@@ -52,7 +52,8 @@ def fd_parser() -> argparse.ArgumentParser:
                    help="fdd@EXTRACTOR (default: ./extractor/extractor.safetensors), fid@pt_inception-2015-12-05-"
                         "6726825d.pth, timm:NAME@WEIGHTS, random:NAME")
     p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="data loader workers (default: 0 on the CPU, where workers take cores from the model; 2 on a GPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1")
     p.add_argument("--num-samples", type=int, default=None, help="use the first N images of each folder")
     p.add_argument("--save-stats", metavar="OUT.npz", default=None,
@@ -94,8 +95,10 @@ def fd_main(argv: Sequence[str]) -> float | None:
         _, name, path = parse_extractor_entry(args.metric)
         with trusting_code(args.trust_code):
             extractor = build_extractor(name, path)
-        metric = FrechetDistance(extractor, normalize=True).to(resolve_device(args.device))
-        loader = dict(batch_size=args.batch_size, num_workers=args.num_workers, skip_bad_images=args.skip_bad_images,
+        device = resolve_device(args.device)
+        metric = FrechetDistance(extractor, normalize=True).to(device)
+        workers = args.num_workers if args.num_workers is not None else (0 if device.type == "cpu" else 2)
+        loader = dict(batch_size=args.batch_size, num_workers=workers, skip_bad_images=args.skip_bad_images,
                       max_images=args.num_samples)
         if args.save_stats:
             stats = folder_statistics(metric, a, **loader)
