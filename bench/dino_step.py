@@ -118,22 +118,32 @@ class StepTimer(pl.Callback):
         self.t1 = time.perf_counter()
 
 
-def lightning_loop(args, device, crops) -> float:
+def bench_module(args) -> DINOModule:
+    """The DINOModule both benches time (seeded, no warm-up epochs, nothing frozen)."""
     torch.manual_seed(0)
-    module = DINOModule(
+    return DINOModule(
         backbone=functools.partial(timm.create_model, model_name=args.backbone, pretrained=False, num_classes=0),
         optimizer=functools.partial(torch.optim.AdamW, lr=5e-4, weight_decay=0.04),
         head=dict(out_dim=args.out_dim), local_crops_number=args.local_crops, batch_size=args.batch,
         warmup_epochs=0, freeze_last_layer=0, input_size=args.global_size,
     )
-    total = args.warmup + args.steps
-    timer = StepTimer(args.warmup, device)
-    trainer = pl.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=1, max_steps=total,
+
+
+def bench_trainer(args, device, timer: pl.Callback, **kwargs) -> pl.Trainer:
+    """A quiet Trainer for ``warmup + steps`` optimizer steps with ``timer`` attached."""
+    return pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_steps=args.warmup + args.steps,
         precision="bf16-mixed" if args.precision == "bf16" else "32-true", logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-        log_every_n_steps=50, num_sanity_val_steps=0,
+        log_every_n_steps=50, num_sanity_val_steps=0, **kwargs,
     )
+
+
+def lightning_loop(args, device, crops) -> float:
+    module = bench_module(args)
+    total = args.warmup + args.steps
+    timer = StepTimer(args.warmup, device)
+    trainer = bench_trainer(args, device, timer, max_epochs=1)
     trainer.fit(module, DataLoader(RepeatBatch(crops, total), batch_size=None))
     return args.steps * args.batch / (timer.t1 - timer.t0)
 

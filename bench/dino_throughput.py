@@ -11,23 +11,19 @@ the data path must keep the accelerator fed).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import lightning.pytorch as pl
-import timm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dino_step import StepTimer, add_step_arguments, lightning_loop, make_crops, sync  # noqa: E402
+from dino_step import StepTimer, add_step_arguments, bench_module, bench_trainer, lightning_loop, make_crops, sync  # noqa: E402,E501
 from multicrop import make_jpegs  # noqa: E402
 
 from facefd.data import FaceImageDataModule, MultiCropAugmentation  # noqa: E402
-from facefd.models.dino import DINOModule  # noqa: E402
 
 
 class GlobalStepTimer(StepTimer):
@@ -40,25 +36,14 @@ class GlobalStepTimer(StepTimer):
 
 
 def end_to_end(args, device, folder: Path) -> float:
-    torch.manual_seed(0)
-    module = DINOModule(
-        backbone=functools.partial(timm.create_model, model_name=args.backbone, pretrained=False, num_classes=0),
-        optimizer=functools.partial(torch.optim.AdamW, lr=5e-4, weight_decay=0.04),
-        head=dict(out_dim=args.out_dim), local_crops_number=args.local_crops, batch_size=args.batch,
-        warmup_epochs=0, freeze_last_layer=0, input_size=args.global_size,
-    )
+    module = bench_module(args)
     data = FaceImageDataModule(
         root=str(folder), batch_size=args.batch, num_workers=args.workers, val_fraction=0.0, test_fraction=0.0,
         check_images=False, train_transform=MultiCropAugmentation(
             local_crops_number=args.local_crops, global_crop_size=args.global_size, local_crop_size=args.local_size))
-    total = args.warmup + args.steps
     timer = GlobalStepTimer(args.warmup, device)
-    trainer = pl.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=1000, max_steps=total,
-        precision="bf16-mixed" if args.precision == "bf16" else "32-true", logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-        log_every_n_steps=50, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
-    )
+    trainer = bench_trainer(args, device, timer, max_epochs=1000, limit_val_batches=0,
+                            use_distributed_sampler=False)
     trainer.fit(module, datamodule=data)
     return args.steps * args.batch / (timer.t1 - timer.t0)
 

@@ -59,15 +59,22 @@ def collate_images(items: Sequence[torch.Tensor]) -> ImageBatch:
     return torch.stack(list(items)) if all(t.shape == first for t in items) else list(items)
 
 
+def size_groups(batch: ImageBatch) -> list[tuple[list[int], torch.Tensor]]:
+    """``[(row indices, stacked images)]``, one per image size in ``batch`` (one group for a tensor)."""
+    if isinstance(batch, torch.Tensor):
+        return [(list(range(batch.shape[0])), batch)]
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(batch):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    return [(rows, torch.stack([batch[i] for i in rows])) for rows in groups.values()]
+
+
 def by_size(batch: ImageBatch, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``fn`` on each same-size group of ``batch``; the rows come back in the batch's order."""
     if isinstance(batch, torch.Tensor):
         return fn(batch)
-    groups: dict[tuple, list[int]] = {}
-    for i, t in enumerate(batch):
-        groups.setdefault(tuple(t.shape), []).append(i)
     out: list[Optional[torch.Tensor]] = [None] * len(batch)
-    for rows in groups.values():
-        for i, feats in zip(rows, fn(torch.stack([batch[i] for i in rows]))):
+    for rows, images in size_groups(batch):
+        for i, feats in zip(rows, fn(images)):
             out[i] = feats
     return torch.stack(out)  # type: ignore[arg-type]

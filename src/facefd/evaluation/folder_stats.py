@@ -4,12 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from facefd.data.images import ImageFolderError, drop_bad_images, list_images
-from facefd.data.tensors import ImageTensors, collate_images
+from facefd.data.tensors import ImageTensors, collate_images, size_groups
 from facefd.metrics.frechet import frechet_distance
 from facefd.metrics.frechet_metric import FrechetDistance
 from facefd.metrics.stats import GaussianStats, StatisticsFileError
@@ -31,18 +30,11 @@ def folder_statistics(metric: FrechetDistance, root: str | Path, batch_size: int
     metric.clear_reference()
     device = metric.real_moments.device
     for batch in tqdm(loader, desc=f"features of {Path(root).name}", leave=False):
-        for group in ([batch] if isinstance(batch, torch.Tensor) else _same_size_groups(batch)):
-            metric.update(group.to(device), real=True)
+        for _, images in size_groups(batch):  # mixed sizes: one update per size
+            metric.update(images.to(device), real=True)
     stats = metric.statistics(True)
     stats.metadata = {"source": str(root), "num_images": stats.count}
     return stats
-
-
-def _same_size_groups(images: list) -> list:
-    groups: dict[tuple, list] = {}
-    for t in images:
-        groups.setdefault(tuple(t.shape), []).append(t)
-    return [torch.stack(g) for g in groups.values()]
 
 
 def load_or_compute(metric: FrechetDistance, source: str | Path, assume_extractor: bool = False,
