@@ -57,6 +57,19 @@ def test_precision_auto():
     import torch
     expected = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
     assert resolve_precision("auto", "gpu") == expected
+    assert resolve_precision("auto-bf16", "gpu") == expected
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_bf16_on_the_cpu_follows_the_hardware(monkeypatch, native):
+    """auto-bf16 (the default DINO preset) autocasts to bf16 only where the CPU multiplies bf16 natively;
+    plain auto never does on the CPU."""
+    import facefd.utils.hydra as hydra_utils
+
+    monkeypatch.setattr(hydra_utils.torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(hydra_utils.torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert resolve_precision("auto-bf16", "cpu") == ("bf16-mixed" if native else "32-true")
+    assert resolve_precision("auto", "cpu") == "32-true"
 
 
 def test_tensorboard_and_csv_loggers_build(tmp_path):

@@ -174,7 +174,9 @@ class DINOModule(pl.LightningModule):
             raise NonFiniteLossError(
                 f"DINO loss became NaN/inf (epoch {self.current_epoch}, by step {self.global_step}). "
                 "With precision=16-mixed this is usually fp16 overflow: use precision=bf16-mixed or 32-true, "
-                "or lower model.optimizer.lr."
+                "or lower model.optimizer.lr. With bf16-mixed on the CPU (precision=auto-bf16 picks it on CPUs with "
+                "native bf16), crops so small that a strided convolution sees 1x1 maps (16 px for ResNets) can "
+                "get non-finite gradients from oneDNN: use precision=32-true or larger crops."
             )
 
     def on_train_epoch_end(self) -> None:

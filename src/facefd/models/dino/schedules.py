@@ -9,7 +9,7 @@ def cosine_schedule(
     final_value: float,
     epochs: int,
     niter_per_ep: int,
-    warmup_epochs: int = 0,
+    warmup_epochs: float = 0,
     start_warmup_value: float = 0.0,
 ) -> np.ndarray:
     """Linear warm-up from ``start_warmup_value`` then half-cosine from ``base_value`` to ``final_value``.
@@ -17,7 +17,7 @@ def cosine_schedule(
     One value per iteration, ``epochs * niter_per_ep`` in all.
     """
     total = epochs * niter_per_ep
-    warmup_iters = min(warmup_epochs * niter_per_ep, total)
+    warmup_iters = min(int(round(warmup_epochs * niter_per_ep)), total)  # fractional epochs allowed
     warmup = np.linspace(start_warmup_value, base_value, warmup_iters)
     iters = np.arange(total - warmup_iters)
     cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / max(len(iters), 1)))
