@@ -4,7 +4,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import compose_train
-from facefd.utils.hydra import resolve_precision
+from facefd.utils.hydra import loader_workers, resolve_precision
 
 
 def test_paper_experiment_is_the_fdd_setting(tmp_path):
@@ -127,3 +127,15 @@ def test_each_evaluate_task_has_its_own_options():
     from facefd.evaluation import TASKS
 
     assert tasks == set(TASKS)  # one config per task, no orphan
+
+
+def test_loader_workers_auto_is_none_on_the_cpu(tmp_path):
+    """Training on the CPU, loader workers would take cores from the model's threads: auto gives 0 there,
+    2 on a GPU; a number is kept, from the top-level key or data.num_workers."""
+    assert loader_workers("auto", "cpu") == 0 and loader_workers("auto", "gpu") == 2
+    assert loader_workers(4, "cpu") == 4 and loader_workers("3", "gpu") == 3
+    cfg = compose_train(tmp_path, [], tiny_run=False)
+    assert cfg.data.num_workers == 0 and cfg.trainer.accelerator == "cpu"
+    assert compose_train(tmp_path, ["workers=3"], tiny_run=False).data.num_workers == 3
+    assert compose_train(tmp_path, ["trainer=gpu"], tiny_run=False).data.num_workers == 2
+    assert compose_train(tmp_path, ["data.num_workers=5"], tiny_run=False).data.num_workers == 5

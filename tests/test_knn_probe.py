@@ -3,7 +3,9 @@ import csv
 import math
 
 import numpy as np
+import pytest
 import torch
+from PIL import Image
 
 from conftest import compose_train
 from facefd.models.probe import knn_attribute_accuracy, knn_attribute_probabilities
@@ -83,3 +85,51 @@ def test_online_linear_probe_in_a_dino_run(tmp_path, sample_root):
     values = {int(r["epoch"]): float(r["val/linear_acc"]) for r in rows if r.get("val/linear_acc")}
     assert sorted(values) == [-1, 0] and all(0.0 < v <= 1.0 for v in values.values())
     assert not any(r.get("val/knn_acc") for r in rows)
+
+
+def _mann_whitney_auroc(scores, labels):
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    return float(((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean())
+
+
+def test_extra_linear_probe_and_cached_images_give_the_streamed_numbers(sample_root):
+    """One measurement scores k-NN and the linear probe on the same features; images decoded once and kept
+    (the cache) give exactly the numbers of images re-read through a DataLoader, and the linear probe's AUROC
+    equals a logistic regression fitted here on features computed image by image."""
+    import lightning.pytorch as pl
+
+    from facefd.callbacks import KNNProbe
+    from facefd.data import SampleFacesDataModule
+    from facefd.data.transforms import EvalTransform
+    from facefd.models.probe.logistic import fit_logistic_probe
+
+    class Pooled(pl.LightningModule):  # a fixed network: colour statistics at two scales
+        def forward(self, x):
+            return torch.cat([x.mean((2, 3)), torch.nn.functional.avg_pool2d(x, 8).flatten(1)], 1)
+
+    dm = SampleFacesDataModule(str(sample_root), num_images=120, image_size=32, eval_transform=EvalTransform(32),
+                               batch_size=8, num_workers=0)
+    dm.setup()
+    net = Pooled()
+    cached = KNNProbe(extra_methods=["linear"], batch_size=16)
+    got = cached.measure(net, *cached._datasets(dm))["mean"]
+    again = cached.measure(net, *cached._datasets(dm))["mean"]  # second time from the cache
+    assert len(cached._image_cache) == 2  # bank and queries, each decoded once
+    streamed_knn = KNNProbe(cache_bytes=0, batch_size=16)
+    streamed_linear = KNNProbe(method="linear", cache_bytes=0, batch_size=16)
+    want_knn = streamed_knn.measure(net, *streamed_knn._datasets(dm))["mean"]
+    want_linear = streamed_linear.measure(net, *streamed_linear._datasets(dm))["mean"]
+    assert not streamed_knn._image_cache
+    for key in ("acc", "bacc", "auroc"):
+        assert got[key] == pytest.approx(want_knn[key], abs=1e-6) and again[key] == pytest.approx(got[key], abs=1e-6)
+        assert got[f"linear_{key}"] == pytest.approx(want_linear[key], abs=1e-6)
+
+    def features(split):  # image by image, without the callback's loaders
+        return torch.stack([net(dm.eval_transform(Image.open(p).convert("RGB"))[None])[0] for p in dm.splits[split]])
+
+    train_y, val_y = dm.labels["train"].numpy(), dm.labels["val"].numpy()
+    probs = fit_logistic_probe(features("train"), dm.labels["train"], l2=1e-3).probabilities(features("val")).numpy()
+    aurocs = [_mann_whitney_auroc(probs[:, j], val_y[:, j]) for j in range(val_y.shape[1])
+              if 0 < val_y[:, j].sum() < len(val_y)]
+    assert got["linear_auroc"] == pytest.approx(float(np.mean(aurocs)), abs=1e-5)
+    assert len(train_y) > len(val_y) > 0

@@ -108,6 +108,11 @@ def test_a_short_run_logs_the_initial_network_and_plots_what_it_learned(tmp_path
     assert png.format == "PNG" and png.size[0] > 600 and np.asarray(png.convert("L")).std() > 10
     summary = [r.getMessage() for r in caplog.records if "initial network" in r.getMessage() and "->" in r.getMessage()]
     assert len(summary) == 1 and f"{per_epoch[-1]:.3f} -> epoch 2 {per_epoch[2]:.3f}" in summary[0]
+    # the linear probe on the same features, in the CSV, the curve and the summary line
+    linear = {int(r["epoch"]): float(r["val/linear_auroc"]) for r in rows if r.get("val/linear_auroc")}
+    assert sorted(linear) == [-1, 0, 1, 2] and curve["extra_methods"] == ["linear"]
+    assert epochs[2]["linear_auroc"] == pytest.approx(linear[2], abs=1e-6)
+    assert f"linear probe auroc {linear[-1]:.3f} -> {linear[2]:.3f}" in summary[0]
 
 
 def _split_labels(root):
@@ -133,3 +138,19 @@ def test_random_extractor_is_the_network_the_default_run_starts_from(tmp_path):
     random_net = timm_extractor("resnet18", random_init=True).backbone.state_dict()
     assert start.keys() == random_net.keys() and all(torch.equal(start[k], random_net[k]) for k in start)
     assert float(start["layer1.0.bn2.weight"].abs().min()) == 1.0  # zero_init_last=False: BN scales start at 1
+
+
+def test_the_default_presets_precision_trains_and_scores(tmp_path, sample_root):
+    """precision=auto-bf16 (the default preset's) resolves by the hardware and trains: finite losses and
+    scores at every epoch, under bf16 autocast where the CPU has native bf16 (24 px local crops: at 16 px a
+    strided convolution sees 1x1 maps, where oneDNN's bf16 weight gradient is unreliable)."""
+    from facefd.utils.hydra import cpu_has_native_bf16
+
+    cfg = compose_train(tmp_path, ["precision=auto-bf16", "data.train_transform.local_crop_size=24"], sample_root)
+    assert cfg.trainer.precision == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")
+    run(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "version_0" / "metrics.csv")))
+    losses = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+    scores = {int(r["epoch"]): float(r["val/knn_auroc"]) for r in rows if r.get("val/knn_auroc")}
+    assert len(losses) == 2 and np.isfinite(losses).all()
+    assert sorted(scores) == [-1, 0, 1] and all(0.0 < v <= 1.0 for v in scores.values())
