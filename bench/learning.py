@@ -4,8 +4,9 @@ exported features with its own initial network (BN recalibrated), both measured 
     python bench/learning.py                   # the default run, seeds 0 1 2
     python bench/learning.py --seeds 5 -- trainer.max_epochs=30   # any train.py overrides after --
 
-Prints one row per seed (initial -> final k-NN AUROC, balanced accuracy and accuracy, wall time) and
-mean +- std of the gains, so a change to the preset is judged on more than one run.
+Prints one row per seed (initial -> final k-NN AUROC, balanced accuracy and accuracy, the linear probe's
+AUROC on the same features, wall time) and mean +- std of the gains, so a change to the preset is judged on
+more than one run.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCORES = ("auroc", "bacc", "acc")
+SCORES = ("auroc", "bacc", "acc", "linear_auroc")
 
 
 def run_seed(seed: int, out_dir: Path, overrides: list[str]) -> dict:
@@ -52,15 +53,16 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="facefd-learning-"))
     print(f"train.py {' '.join(args.overrides) or '(default preset)'}; runs in {out}")
     print("seed | initial auroc | final auroc | gain | initial bacc | final bacc | initial acc | final acc | "
-          "majority acc | final loss | collapse warning | wall (s)")
+          "majority acc | initial linear auroc | final linear auroc | final loss | collapse warning | wall (s)")
     gains: dict[str, list[float]] = {s: [] for s in SCORES}
     for seed in range(args.seeds):
         curve = run_seed(seed, out, args.overrides)
         first, last = ends(curve)
         for s in SCORES:
-            gains[s].append(100 * (last[s] - first[s]))
+            gains[s].append(100 * (last.get(s, float("nan")) - first.get(s, float("nan"))))
         print(f"{seed} | {first['auroc']:.4f} | {last['auroc']:.4f} | {gains['auroc'][-1]:+.1f} | {first['bacc']:.4f} | "
               f"{last['bacc']:.4f} | {first['acc']:.4f} | {last['acc']:.4f} | {curve['majority_acc']:.4f} | "
+              f"{first.get('linear_auroc', float('nan')):.4f} | {last.get('linear_auroc', float('nan')):.4f} | "
               f"{last.get('loss', float('nan')):.3f} | {'yes' if curve['collapse_warning'] else 'no'} | "
               f"{curve['wall_s']:.0f}", flush=True)
     for s in SCORES:

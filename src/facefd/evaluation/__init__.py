@@ -95,6 +95,7 @@ def _probe_table(cfg: DictConfig) -> dict:
         max_epochs=p.max_epochs, extra_test_root=cfg.get("extra_test_root"), extra_test_name=cfg.extra_test_name,
         module_kwargs=dict(hidden_dim=p.hidden_dim, depth=p.depth, pos_weight=p.pos_weight, optimizer=optimizer),
         feature_kwargs=dict(batch_size=p.batch_size, extract_batch_size=cfg.batch_size, extract_num_workers=cfg.num_workers),
+        input_size=cfg.get("input_size"),
     )
     paths = write_probe_table(results, cfg.out or cfg.paths.output_dir, cfg.extra_test_name)
     print(paths["md"].read_text())

@@ -76,15 +76,20 @@ def run_probe_table(images: Callable[[], FaceImageDataModule], extractors: Seque
                     cache_dir: str | Path, workdir: str | Path, max_epochs: int = 100,
                     module_kwargs: Optional[dict[str, Any]] = None, extra_test_root: Optional[str] = None,
                     extra_test_attributes_file: str = "auto", extra_test_name: str = "independent",
-                    feature_kwargs: Optional[dict[str, Any]] = None) -> list[ProbeResult]:
-    """Train every head on every extractor's cached features; return one result per row."""
+                    feature_kwargs: Optional[dict[str, Any]] = None,
+                    input_size: Optional[int] = None) -> list[ProbeResult]:
+    """Train every head on every extractor's cached features; return one result per row.
+
+    ``input_size`` is the side ``timm:`` / ``random:`` extractors see (None: the model's default, 224 for a
+    ResNet); a DINO card carries its own. Set it to the DINO run's crop size so that a random network
+    row is the run's initial network seeing the same pixels, not the images upsampled."""
     unknown = [h for h in heads if h not in HEADS]
     if unknown:
         raise ValueError(f"unknown head(s) {unknown}; choose from {HEADS}")
     results = []
     for entry in extractors:
         label, name, path = parse_extractor_entry(entry)
-        extractor: nn.Module = build_extractor(name, path)
+        extractor: nn.Module = build_extractor(name, path, input_size=input_size)
         dm = ProbeFeatureDataModule(images(), extractor, str(cache_dir), extra_test_root=extra_test_root,
                                     extra_test_attributes_file=extra_test_attributes_file,
                                     extra_test_name=extra_test_name, **(feature_kwargs or {}))
