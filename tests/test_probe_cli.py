@@ -101,3 +101,39 @@ def test_extractor_entries_parse_from_the_command_line():
                       ("random:test_vit", "random:test_vit", None),
                       ("inception", "inception", "pt_inception-2015-12-05-6726825d.pth")]
     assert parse_extractor_entry({"_target_": "helpers.PooledPixels"})[0] == "PooledPixels"
+
+
+def test_probe_table_input_size_feeds_random_networks_the_same_pixels(tmp_path, probe_root):
+    """input_size=32 makes random:test_resnet see the 32 px faces as they are (the DINO run's view), not
+    upsampled to timm's 224 px: its k-NN row equals eval_knn on features of the 32 px images computed here."""
+    import torch
+    import timm
+
+    from facefd.data.datamodule import FaceImageDataModule
+    from facefd.evaluation.probe_table import run_probe_table
+
+    images = lambda: FaceImageDataModule(str(probe_root), attributes=["Male"], num_workers=0)  # noqa: E731
+    results = {size: run_probe_table(images, ["random:test_resnet"], ["knn"], tmp_path / "cache", tmp_path / "w",
+                                     input_size=size, feature_kwargs=dict(extract_num_workers=0))[0]
+               for size in (32, None)}
+
+    with torch.random.fork_rng(devices=[]):  # random:<model> is timm's init drawn from seed 0
+        torch.manual_seed(0)
+        net = timm.create_model("test_resnet", pretrained=False, num_classes=0, zero_init_last=False).eval()
+    cfg = timm.data.resolve_data_config({}, model=net)
+    mean, std = torch.tensor(cfg["mean"]).view(1, 3, 1, 1), torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    table = read_attribute_table(probe_root / "list_attr_celeba.txt")
+    part = read_partition_file(probe_root / "list_eval_partition.txt")
+    paths = sorted((probe_root / "images").glob("*.png"))
+    split = {s: [p for p in paths if part[p.name] == s] for s in (0, 2)}
+    col = table.names.index("Male")
+
+    def feats(ps):
+        x = torch.stack([pil_to_tensor(load_rgb(p), 32) for p in ps])
+        with torch.no_grad():
+            return net((x - mean) / std).double().numpy()
+
+    labels = {s: np.array([table.values[table.lookup(p.name)][col] for p in split[s]]) for s in split}
+    expected = _knn_accuracy(feats(split[0]), labels[0], feats(split[2]), labels[2])
+    assert results[32].accuracy["Male"] == pytest.approx(expected, abs=1e-6)
+    assert results[None].accuracy["Male"] != pytest.approx(expected, abs=1e-6)  # 224 px: other features
