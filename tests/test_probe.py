@@ -25,6 +25,7 @@ COLOUR_ATTRIBUTES = ["Black_Hair", "Blond_Hair", "Gray_Hair", "Pale_Skin"]  # vi
 
 
 def fit_probe(root, extractor, cache_dir, head="linear", epochs=60, images_kwargs=None, **module_kwargs):
+    pl.seed_everything(0)  # head initialisation and batch order do not depend on the tests that ran before
     images = FaceImageDataModule(str(root), num_workers=0, **(images_kwargs or {}))
     dm = ProbeFeatureDataModule(images, extractor, str(cache_dir), extract_num_workers=0, batch_size=64)
     model = ProbeModule(head=head, **module_kwargs)

@@ -35,6 +35,10 @@ class KNNProbe(pl.Callback):
     trained one's come from augmented crops), logged as epoch -1. At the end of training it writes
     ``learning_curve.{json,png}`` next to the first logger's files and logs one line: initial -> final.
 
+    ``extra_methods=["linear"]`` scores the same features with the other method too (``{prefix}/linear_*``),
+    shown in the summary line and the curve: the k-NN vote follows the features' largest directions, a
+    linear probe reads all of them. Decoded eval images are kept between measurements up to ``cache_bytes``.
+
     Needs a data module with attribute labels (``FaceImageDataModule`` with a CelebA-style file; the
     sample set has them). Every DDP rank computes the same value (the work is not split).
     """
@@ -138,7 +142,8 @@ class KNNProbe(pl.Callback):
         batches = self._batches(bank_set, pl_module.device, self.recalibrate_bn_batches, shuffle=True)
         was_training = pl_module.training
         try:
-            with self._precision(pl_module), (recalibrated_batchnorm(pl_module, batches) if recalibrate_bn else nullcontext()):
+            recalibration = recalibrated_batchnorm(pl_module, batches) if recalibrate_bn else nullcontext()
+            with self._precision(pl_module), recalibration:
                 pl_module.eval()
                 bank, queries = self._features(pl_module, bank_set), self._features(pl_module, query_set)
         finally:
