@@ -23,6 +23,16 @@ def test_cosine_schedule_values():
     assert s[14] == pytest.approx(base)
 
 
+def test_fractional_warmup_epochs_round_to_iterations():
+    """warmup_epochs=0.5 of 10 iterations an epoch: a 5-iteration ramp from 0, then the cosine from base."""
+    base, final = 0.4, 0.0
+    s = cosine_schedule(base, final, 3, 10, warmup_epochs=0.5)
+    assert len(s) == 30
+    np.testing.assert_allclose(s[:5], [0.0, 0.1, 0.2, 0.3, 0.4])
+    assert s[5] == pytest.approx(base)
+    assert s[5 + 25 // 2] == pytest.approx(final + 0.5 * (base - final) * (1 + math.cos(math.pi * 12 / 25)))
+
+
 def test_momentum_schedule_rises_to_one():
     s = cosine_schedule(0.996, 1.0, 100, 10)
     assert s[0] == pytest.approx(0.996)

@@ -67,7 +67,7 @@ class KNNProbe(pl.Callback):
         #: decoded eval images kept between measurements (up to ``cache_bytes``): the sample set's 2700 images
         #: take 130 MB and 1.8 s to decode on 2 cores, every epoch otherwise
         self.cache_bytes = cache_bytes
-        self._image_cache: dict[tuple, torch.Tensor] = {}
+        self._image_cache: dict[tuple, Optional[torch.Tensor]] = {}
         #: epoch -> {"acc", "bacc", "auroc", "majority_acc", "loss"}; saved in checkpoints so a resumed
         #: run's curve still starts at the initial network
         self.history: dict[int, dict[str, float]] = {}
@@ -115,10 +115,11 @@ class KNNProbe(pl.Callback):
         """The eval-transformed images of ``dataset``, decoded once and kept for every later measurement when
         they fit in ``cache_bytes`` (the eval transform is deterministic); None: stream them each time."""
         key = (tuple(str(p) for p in dataset.paths), id(dataset.transform))
-        if key in self._image_cache:
+        if key in self._image_cache:  # None: decided once that this set is streamed
             return self._image_cache[key]
         first = dataset[0]["image"] if len(dataset) else None
         if first is None or first.numel() * first.element_size() * len(dataset) > self.cache_bytes:
+            self._image_cache[key] = None
             return None
         loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self._num_workers)
         self._image_cache[key] = images = torch.cat([batch["image"] for batch in loader])
@@ -126,8 +127,7 @@ class KNNProbe(pl.Callback):
 
     @torch.no_grad()
     def _features(self, pl_module: pl.LightningModule, dataset: FaceImageDataset) -> torch.Tensor:
-        with self._precision(pl_module):
-            return torch.cat([pl_module(x).float().cpu() for x in self._batches(dataset, pl_module.device)])
+        return torch.cat([pl_module(x).float().cpu() for x in self._batches(dataset, pl_module.device)])
 
     @staticmethod
     def _precision(pl_module: pl.LightningModule):
@@ -138,7 +138,8 @@ class KNNProbe(pl.Callback):
 
     def measure(self, pl_module: pl.LightningModule, bank_set: FaceImageDataset, query_set: FaceImageDataset,
                 recalibrate_bn: bool = False) -> dict[str, Any]:
-        """Mean and per-attribute scores of ``pl_module``'s features (BN recalibrated on the bank if asked)."""
+        """Mean and per-attribute scores of ``pl_module``'s features (BN recalibrated on the bank if asked),
+        computed under the trainer's precision."""
         batches = self._batches(bank_set, pl_module.device, self.recalibrate_bn_batches, shuffle=True)
         was_training = pl_module.training
         try:
