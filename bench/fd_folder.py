@@ -1,9 +1,9 @@
 """Folder-to-folder Fréchet distance end to end (decode, resize, features, statistics, distance):
 facefd's folder API (what `facefd fd` and `evaluate.py task=fd` run) against torch-fidelity's
-`calculate_metrics(fid=True)`, with the same FID Inception weights on the same two JPEG folders.
-Checks that the values agree and prints images/s of both and the ratio facefd / torch-fidelity
-(targets: >= 1.0 on the CPU, >= 1.5 on a GPU). clean-fid is added when it is installed (its own
-Inception and resize: its value is printed, not compared).
+`calculate_metrics(fid=True)` and clean-fid's `compute_fid` (given the same extractor through
+`custom_feat_extractor`, with no resize of its own), all with the same FID Inception weights on the same
+two JPEG folders. Checks that the values agree and prints images/s of each and the ratios (targets
+against the faster peer: >= 1.0 on the CPU, >= 1.5 on a GPU).
 
     python bench/fd_folder.py                                   # random-weight Inception made here
     python bench/fd_folder.py --weights pt_inception-2015-12-05-6726825d.pth --images 2000 --device cuda
@@ -86,15 +86,20 @@ def main() -> None:
             cache=False, verbose=False, save_cpu_ram=True)["frechet_inception_distance"]
         t_theirs = time.perf_counter() - t0
 
-        clean = None
+        clean: dict = {}
         try:
-            from cleanfid import fid as cleanfid  # noqa: F401
+            from cleanfid import fid as cleanfid
 
+            extractor = InceptionFID(weights, layer=layer).to(args.device).eval()
             t0 = time.perf_counter()
-            clean = {"fid": cleanfid.compute_fid(str(a), str(b), mode="clean", batch_size=args.batch_size,
-                                                 device=torch.device(args.device), num_workers=workers),
-                     "s": time.perf_counter() - t0}
-        except Exception as exc:  # noqa: BLE001 - optional peer
+            # the same extractor; clean-fid's loader hands it the decoded pixels (0..255 floats) unresized,
+            # so the extractor resizes as it does for facefd and torch-fidelity
+            value = cleanfid.compute_fid(
+                str(a), str(b), mode="clean", batch_size=args.batch_size, device=torch.device(args.device),
+                num_workers=workers, custom_feat_extractor=lambda x: extractor(x.round().to(torch.uint8)),
+                custom_fn_resize=lambda pixels: pixels, verbose=False, use_dataparallel=False)
+            clean = {"fd": float(value), "s": time.perf_counter() - t0}
+        except ImportError as exc:  # optional peer: pip install clean-fid
             clean = {"skipped": f"{type(exc).__name__}: {exc}"[:200]}
 
     result = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "images": n,
@@ -102,9 +107,19 @@ def main() -> None:
               "facefd_fd": ours, "torch_fidelity_fd": theirs, "rel_diff": abs(ours - theirs) / max(abs(theirs), 1e-12),
               "facefd_img_per_s": n / t_ours, "torch_fidelity_img_per_s": n / t_theirs,
               "ratio_facefd_over_torch_fidelity": t_theirs / t_ours, "clean_fid": clean}
+    if "fd" in clean:
+        result.update(clean_fid_fd=clean["fd"], clean_fid_img_per_s=n / clean["s"],
+                      rel_diff_clean_fid=abs(ours - clean["fd"]) / max(abs(clean["fd"]), 1e-12),
+                      ratio_facefd_over_clean_fid=clean["s"] / t_ours,
+                      ratio_facefd_over_faster_peer=min(clean["s"], t_theirs) / t_ours)
     print(f"facefd         : FD {ours:.6f}  {n / t_ours:8.1f} img/s")
     print(f"torch-fidelity : FD {theirs:.6f}  {n / t_theirs:8.1f} img/s")
-    print(f"ratio facefd / torch-fidelity (CPU target >= 1.0): {t_theirs / t_ours:.3f}")
+    if "fd" in clean:
+        print(f"clean-fid      : FD {clean['fd']:.6f}  {n / clean['s']:8.1f} img/s")
+    print(f"ratio facefd / torch-fidelity: {t_theirs / t_ours:.3f}")
+    if "fd" in clean:
+        print(f"ratio facefd / clean-fid     : {clean['s'] / t_ours:.3f}")
+        print(f"ratio facefd / faster peer (CPU target >= 1.0, GPU >= 1.5): {result['ratio_facefd_over_faster_peer']:.3f}")
     print(json.dumps(result))
 
 

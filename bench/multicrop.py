@@ -3,6 +3,8 @@ per-(seed, epoch, index) seeding, MultiCropAugmentation) against the reference p
 from main_dino.py's DataAugmentationDINO (PIL open + the same torchvision ops on the global RNG, seeded
 with the same per-image seeds so both draw the same crops and do the same work).
 Same JPEG files, same crop sizes, one process. Prints both and the ratio reference / facefd (target >= 1.0).
+Also times the batched tensor path (``data.train_transform.device=cpu``: parameters drawn per item, crops
+rendered per batch with tensor ops) on the same files, as ms per image including its item step.
 
     python bench/multicrop.py                                  # paper sizes: 2 x 224 + 8 x 96 from 320 px JPEGs
     python bench/multicrop.py --images 64 --source-size 512
@@ -92,6 +94,7 @@ def main() -> None:
     ap.add_argument("--local-crops", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (a data worker uses 1)")
+    ap.add_argument("--batch", type=int, default=32, help="images per rendered batch (batched path)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,15 +113,31 @@ def main() -> None:
             with Image.open(paths[i]) as img:
                 return reference(img.convert("RGB"))
 
+        batched_aug = MultiCropAugmentation(local_crops_number=args.local_crops, global_crop_size=args.global_size,
+                                            local_crop_size=args.local_size, device="cpu")
+        batched = FaceImageDataset(paths, batched_aug)
+
+        def batched_ms() -> float:
+            t0 = time.perf_counter()
+            for start in range(0, args.images, args.batch):
+                items = [batched[(i, 0)] for i in range(start, min(start + args.batch, args.images))]
+                batched_aug.batched.render(batched_aug.batched.collate(items), torch.device("cpu"))
+            return (time.perf_counter() - t0) / args.images * 1000
+
         time_per_image(lambda i: ours[(i, 0)], min(8, args.images), 1)  # warm-up
+        batched_ms()
         ours_ms = time_per_image(lambda i: ours[(i, 0)], args.images, args.repeats)
         ref_ms = time_per_image(ref_item, args.images, args.repeats)
+        batched_runs = [batched_ms() for _ in range(args.repeats)]
     best_ours, best_ref = min(ours_ms), min(ref_ms)
     result = {"images": args.images, "crops": f"2x{args.global_size} + {args.local_crops}x{args.local_size}",
               "source_size": args.source_size, "facefd_ms_per_image": round(best_ours, 2),
               "reference_ms_per_image": round(best_ref, 2), "ratio_reference_over_facefd": round(best_ref / best_ours, 3),
               "facefd_runs_ms": [round(v, 2) for v in ours_ms], "reference_runs_ms": [round(v, 2) for v in ref_ms],
-              "spread_facefd": round(statistics.pstdev(ours_ms), 2)}
+              "spread_facefd": round(statistics.pstdev(ours_ms), 2),
+              "batched_cpu_ms_per_image": round(min(batched_runs), 2),
+              "ratio_reference_over_batched_cpu": round(best_ref / min(batched_runs), 3),
+              "batched_runs_ms": [round(v, 2) for v in batched_runs], "threads": args.threads, "batch": args.batch}
     print(json.dumps(result, indent=2))
 
 

@@ -200,6 +200,9 @@ class FaceImageDataModule(pl.LightningDataModule):
             batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=False,
         )
+        batched = getattr(dataset.transform, "batched", None)
+        if batched is not None:
+            kwargs["collate_fn"] = batched.collate
         if train:
             sampler = SeededEpochSampler(dataset, shuffle=True, seed=self.seed, drop_last=False)
             sampler.set_epoch(self._epoch_to_run())
@@ -220,6 +223,45 @@ class FaceImageDataModule(pl.LightningDataModule):
             return 0
         progress = getattr(getattr(trainer, "fit_loop", None), "epoch_progress", None)
         return int(progress.current.processed) if progress is not None else int(trainer.current_epoch)
+
+    # ----------------------------------------------------------------------------- batched multi-crop
+    def _batched_transform(self, batch: Any):
+        batched = getattr(self.train_transform, "batched", None)
+        return batched if batched is not None and isinstance(batch, dict) and "aug" in batch else None
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``device=cpu``: render the planned crops here, in the main process; ``decode=device``: decode the
+        JPEG bytes straight onto the training device (the transfer then leaves them there)."""
+        batched = self._batched_transform(batch)
+        if batched is None:
+            return batch
+        if batched.device == "cpu":
+            return self._rendered(batch, batched.render(batch, torch.device("cpu")))
+        target = self._training_device()
+        if batched.device == "cuda" and target.type != "cuda":
+            raise ValueError(f"data.train_transform.device=cuda but the trainer runs on {target}; use "
+                             "device=accelerator (whatever the trainer uses), cpu, or loader")
+        if batched.decode == "device":
+            batch = dict(batch, source=batched.decode_sources(batch, target),
+                         source_is_jpeg=torch.zeros_like(batch["source_is_jpeg"]))
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``device=cuda|accelerator``: render the planned crops on the device the batch is now on."""
+        batched = self._batched_transform(batch)
+        if batched is None:
+            return batch
+        return self._rendered(batch, batched.render(batch, batch["aug"].device))
+
+    @staticmethod
+    def _rendered(batch: dict[str, Any], crops: list[torch.Tensor]) -> dict[str, Any]:
+        out = {k: v for k, v in batch.items() if k not in ("source", "source_is_jpeg", "aug")}
+        out["crops"] = crops
+        return out
+
+    def _training_device(self) -> torch.device:
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

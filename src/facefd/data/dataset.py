@@ -49,29 +49,36 @@ class FaceImageDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        image, index = self._load(index)
-        item: dict[str, Any] = {"index": index}
-        if self.transform is not None:
-            with torch.random.fork_rng(devices=[]):
-                state = random.getstate()
-                s = sample_seed(self.seed, epoch, index)
-                torch.manual_seed(s)
-                random.seed(s)
-                image = self.transform(image)
+        batched = getattr(self.transform, "batched", None)  # MultiCropAugmentation(device=cuda|cpu|...)
+        with torch.random.fork_rng(devices=[]):
+            state = random.getstate()
+            s = sample_seed(self.seed, epoch, index)
+            torch.manual_seed(s)
+            random.seed(s)
+            try:
+                if batched is not None:  # crops planned here, rendered per batch on the device
+                    item, index = self._load(index, batched.plan)
+                else:
+                    image, index = self._load(index, load_rgb)
+                    item = {}
+                    if self.transform is not None:
+                        image = self.transform(image)
+                    item["crops" if isinstance(image, (list, tuple)) else "image"] = image
+            finally:
                 random.setstate(state)
-        item["crops" if isinstance(image, (list, tuple)) else "image"] = image
+        item["index"] = index
         if self.labels is not None:
             item["attributes"] = self.labels[index]
         return item
 
-    def _load(self, index: int):
-        """Load one image; a file that broke after the start-up check is reported (and, if asked,
+    def _load(self, index: int, read: Callable[[Path], Any]):
+        """``read`` one image; a file that broke after the start-up check is reported (and, if asked,
         replaced by the next readable one, whose index and labels are then returned)."""
         for offset in range(len(self.paths)):
             used = (index + offset) % len(self.paths)
             path = self.paths[used]
             try:
-                return load_rgb(path), used
+                return read(path), used
             except Exception as exc:  # noqa: BLE001
                 if not self.skip_bad_images:
                     raise OSError(f"cannot read image {path}: {exc} (set data.skip_bad_images=true to skip)") from exc

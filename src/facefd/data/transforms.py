@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
+
+from facefd.data.batched_multicrop import DEVICES, BatchedMultiCrop, MultiCropRecipe
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,6 +43,12 @@ class MultiCropAugmentation:
     probability is an argument. The blur radius (in output pixels) is the reference's for 224 / 96 px
     crops; ``scale_blur=True`` scales it with the crop size, so small crops are blurred as much,
     relative to their size, as the reference's (unscaled, a 64 px crop is blurred 3.5x as much).
+
+    ``device`` chooses where the crops are made: ``loader`` (default) runs these PIL ops per image in the
+    data-loader workers; ``cuda`` / ``accelerator`` / ``cpu`` draw the same random parameters in the workers
+    and render whole batches with tensor ops on the training device (``cpu``: in the main process before the
+    transfer), see :mod:`facefd.data.batched_multicrop`. ``decode="device"`` then also decodes JPEG files
+    on that device.
     """
 
     def __init__(
@@ -63,6 +71,8 @@ class MultiCropAugmentation:
         scale_blur: bool = False,
         solarize_p: float = 0.2,
         flip_p: float = 0.5,
+        device: str = "loader",
+        decode: str = "loader",
     ) -> None:
         self.local_crops_number = local_crops_number
         self.global_crop_size, self.local_crop_size = global_crop_size, local_crop_size
@@ -73,9 +83,26 @@ class MultiCropAugmentation:
             T.RandomGrayscale(p=grayscale_p),
         ])
 
-        def blur(p: float, size: int, reference: int) -> RandomPILGaussianBlur:
+        def radius(size: int, reference: int) -> tuple[float, float]:
             factor = size / reference if scale_blur else 1.0
-            return RandomPILGaussianBlur(p, blur_radius[0] * factor, blur_radius[1] * factor)
+            return blur_radius[0] * factor, blur_radius[1] * factor
+
+        def blur(p: float, size: int, reference: int) -> RandomPILGaussianBlur:
+            return RandomPILGaussianBlur(p, *radius(size, reference))
+
+        if device not in DEVICES:
+            raise ValueError(f"data.train_transform.device must be one of {DEVICES}, got {device!r}")
+        if decode != "loader" and device == "loader":
+            raise ValueError("decode=device needs device=cuda|accelerator|cpu (the batched multi-crop)")
+        #: the batched tensor path, or None for the PIL ops in the loader
+        self.batched: Optional[BatchedMultiCrop] = None
+        if device != "loader":
+            recipe = MultiCropRecipe(
+                tuple(global_crops_scale), tuple(local_crops_scale), local_crops_number, global_crop_size,
+                local_crop_size, brightness, contrast, saturation, hue, color_jitter_p, grayscale_p,
+                tuple(blur_p), radius(global_crop_size, REFERENCE_GLOBAL_SIZE),
+                radius(local_crop_size, REFERENCE_LOCAL_SIZE), solarize_p, flip_p)
+            self.batched = BatchedMultiCrop(recipe, mean, std, device=device, decode=decode)
 
         bicubic = T.InterpolationMode.BICUBIC
         normalize = _normalize(mean, std)

@@ -1,0 +1,295 @@
+"""The batched (device-side) multi-crop: its random draws have the reference's distributions (checked
+against torchvision's own draws), each op equals torchvision's functional op, crops are a function of
+(seed, epoch, index) whatever the worker count, and training runs and resumes exactly through Lightning."""
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+from PIL import Image
+from scipy import stats
+from torch.utils.data import DataLoader
+
+from conftest import compose_train
+from facefd.data import MultiCropAugmentation
+from facefd.data import batched_multicrop as bm
+from facefd.data.dataset import FaceImageDataset
+from facefd.data.sample_faces import draw_face, sample_identity, sample_view
+
+N_DRAWS = 4000
+
+
+def _reference_boxes(height, width, scale, n, seed=1):
+    torch.manual_seed(seed)
+    img = torch.zeros(3, height, width)
+    return torch.tensor([T.RandomResizedCrop.get_params(img, list(scale), [3 / 4, 4 / 3]) for _ in range(n)],
+                        dtype=torch.float64)
+
+
+def _box_statistics(boxes, height, width):
+    top, left, h, w = boxes.double().unbind(1)
+    return {"area": (h * w / (height * width)).numpy(), "log_ratio": torch.log(w / h).numpy(),
+            "centre_x": ((left + w / 2) / width).numpy(), "centre_y": ((top + h / 2) / height).numpy()}
+
+
+@pytest.mark.parametrize("height,width,scale", [(64, 80, (0.05, 0.4)), (64, 80, (0.4, 1.0)),
+                                                (40, 100, (0.9, 1.0))])  # the last mostly falls back
+def test_crop_boxes_have_torchvision_distribution(height, width, scale):
+    torch.manual_seed(0)
+    ours = _box_statistics(bm.sample_crop_boxes(height, width, N_DRAWS, scale), height, width)
+    ref = _box_statistics(_reference_boxes(height, width, scale, N_DRAWS), height, width)
+    for key in ours:
+        p = stats.ks_2samp(ours[key], ref[key]).pvalue
+        assert p > 1e-3, (key, p, ours[key].mean(), ref[key].mean())
+    # every box lies inside the image
+    boxes = bm.sample_crop_boxes(height, width, N_DRAWS, scale)
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 0] + boxes[:, 2] <= height).all() and (boxes[:, 1] + boxes[:, 3] <= width).all()
+
+
+def test_crop_statistics_test_can_fail():
+    """The KS test above notices a plausible bug: area drawn uniformly in side length instead of area."""
+    torch.manual_seed(0)
+    ours = bm.sample_crop_boxes(64, 80, N_DRAWS, (0.05, 0.4))
+    side = torch.empty(N_DRAWS).uniform_(math.sqrt(0.05), math.sqrt(0.4)) ** 2
+    ref = _box_statistics(_reference_boxes(64, 80, (0.05, 0.4), N_DRAWS), 64, 80)["area"]
+    assert stats.ks_2samp(side.numpy(), ref).pvalue < 1e-6
+    assert stats.ks_2samp(_box_statistics(ours, 64, 80)["area"], ref).pvalue > 1e-3
+
+
+def _default_recipe(**kw) -> bm.MultiCropRecipe:
+    return MultiCropAugmentation(device="cpu", **kw).batched.recipe
+
+
+def _binomial_ok(rate, p, n):
+    return abs(rate - p) <= 4.5 * math.sqrt(max(p * (1 - p), 1e-12) / n) + 1e-12
+
+
+def test_crop_parameters_have_reference_rates_and_factors():
+    recipe = _default_recipe()  # 2 x 224 + 8 x 96, the reference's probabilities and strengths
+    torch.manual_seed(0)
+    params = torch.stack([bm.sample_multicrop_params(256, 256, recipe) for _ in range(N_DRAWS // 4)])
+    n_img = params.shape[0]
+    glob1, glob2, local = params[:, 0], params[:, 1], params[:, 2:].reshape(-1, bm.NUM_PARAMS)
+    every = params.reshape(-1, bm.NUM_PARAMS)
+    n = every.shape[0]
+    assert _binomial_ok(every[:, bm.FLIP].mean().item(), 0.5, n)
+    assert _binomial_ok(every[:, bm.JITTER].mean().item(), 0.8, n)
+    assert _binomial_ok(every[:, bm.GRAY].mean().item(), 0.2, n)
+    assert (glob1[:, bm.SIGMA] > 0).all()  # DINO: the first global view is always blurred
+    assert _binomial_ok((glob2[:, bm.SIGMA] > 0).float().mean().item(), 0.1, n_img)
+    assert _binomial_ok((local[:, bm.SIGMA] > 0).float().mean().item(), 0.5, local.shape[0])
+    assert _binomial_ok(glob2[:, bm.SOLARIZE].mean().item(), 0.2, n_img)
+    assert glob1[:, bm.SOLARIZE].sum() == 0 and local[:, bm.SOLARIZE].sum() == 0
+    sig = local[local[:, bm.SIGMA] > 0, bm.SIGMA].numpy()
+    assert stats.kstest(sig, "uniform", args=(0.1, 1.9)).pvalue > 1e-3
+
+    # colour-jitter factors and op order against torchvision ColorJitter's own draws
+    torch.manual_seed(1)
+    ref = [T.ColorJitter.get_params([0.6, 1.4], [0.6, 1.4], [0.8, 1.2], [-0.1, 0.1]) for _ in range(n)]
+    ref_factors = np.array([[b, c, s, h] for _, b, c, s, h in ref])
+    for j, column in enumerate((bm.BRIGHTNESS, bm.CONTRAST, bm.SATURATION, bm.HUE)):
+        assert stats.ks_2samp(every[:, column].numpy(), ref_factors[:, j]).pvalue > 1e-3, column
+    ours_orders = [tuple(r) for r in every[:, bm.ORDER].long().tolist()]
+    ref_orders = [tuple(int(v) for v in fn_idx) for fn_idx, *_ in ref]
+    perms = sorted(set(ref_orders) | set(ours_orders))
+    assert len(perms) == 24
+    table = np.array([[ours_orders.count(q) for q in perms], [ref_orders.count(q) for q in perms]])
+    assert stats.chi2_contingency(table).pvalue > 1e-3
+
+
+def test_blur_radius_scales_with_crop_size():
+    recipe = _default_recipe(global_crop_size=64, local_crop_size=32, scale_blur=True)
+    assert recipe.global_blur_radius == pytest.approx((0.1 * 64 / 224, 2.0 * 64 / 224))
+    assert recipe.local_blur_radius == pytest.approx((0.1 * 32 / 96, 2.0 * 32 / 96))
+
+
+# ------------------------------------------------------------------------------------------- ops
+def _images(n=4, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        person = sample_identity(rng)
+        out.append(TF.to_tensor(draw_face(person, sample_view(person, rng), rng, size=size)))
+    return torch.stack(out)
+
+
+def test_colour_ops_equal_torchvision_functional():
+    x = _images()
+    factors = torch.tensor([0.6, 0.9, 1.2, 1.4])
+    hues = torch.tensor([-0.1, -0.03, 0.02, 0.1])
+    for ours, theirs in ((bm.adjust_brightness, TF.adjust_brightness), (bm.adjust_contrast, TF.adjust_contrast),
+                         (bm.adjust_saturation, TF.adjust_saturation)):
+        expect = torch.stack([theirs(img, float(f)) for img, f in zip(x, factors)])
+        # 1e-4: PIL's luma weight for red (0.299, used here) against torchvision's tensor one (0.2989)
+        torch.testing.assert_close(ours(x, factors), expect, atol=1e-4, rtol=0)
+    expect = torch.stack([TF.adjust_hue(img, float(h)) for img, h in zip(x, hues)])
+    torch.testing.assert_close(bm.adjust_hue(x, hues), expect, atol=1e-4, rtol=0)
+    torch.testing.assert_close(bm.rgb_to_gray(x), TF.rgb_to_grayscale(x), atol=2e-4, rtol=0)
+    torch.testing.assert_close(bm.hsv_to_rgb(bm.rgb_to_hsv(x)), x, atol=1e-5, rtol=0)
+
+
+def test_colour_jitter_follows_each_rows_order_and_flag():
+    x = _images()
+    recipe = _default_recipe()
+    torch.manual_seed(3)
+    params = torch.stack([bm.sample_multicrop_params(32, 32, recipe)[2] for _ in range(4)])
+    params[:, bm.JITTER] = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    params[0, bm.ORDER] = torch.tensor([0.0, 1, 2, 3])
+    params[1, bm.ORDER] = torch.tensor([3.0, 2, 1, 0])
+    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    cols = (bm.BRIGHTNESS, bm.CONTRAST, bm.SATURATION, bm.HUE)
+    expect = []
+    for img, p in zip(x, params):
+        if p[bm.JITTER] > 0:
+            for op in p[bm.ORDER].long().tolist():
+                img = ops[op](img, float(p[cols[op]]))
+        expect.append(img)
+    torch.testing.assert_close(bm.color_jitter(x.clone(), params), torch.stack(expect), atol=1e-4, rtol=0)
+
+
+def test_per_row_blur_equals_torchvision_gaussian_blur():
+    x = _images(3)
+    sigma = torch.tensor([0.0, 0.4, 0.67])
+    k = bm.blur_kernel_size(0.67)
+    out = bm.gaussian_blur(x, sigma, k)
+    torch.testing.assert_close(out[0], x[0])
+    for i in (1, 2):
+        torch.testing.assert_close(out[i], TF.gaussian_blur(x[i], [k, k], [float(sigma[i])] * 2), atol=1e-5, rtol=0)
+
+
+def _params_for_boxes(boxes):
+    p = torch.zeros(len(boxes), bm.NUM_PARAMS)
+    p[:, :4] = torch.tensor(boxes, dtype=torch.float32)
+    return p
+
+
+def test_crop_and_resize_is_exact_where_the_answer_is_known():
+    x = _images(2, size=32)
+    # the whole image at its own size is the image; an aligned 2x shrink is a 2x2 average
+    p = _params_for_boxes([(0, 0, 32, 32), (8, 4, 16, 16), (0, 0, 32, 32)])
+    owners = torch.tensor([0, 1, 1])
+    same = bm.crop_and_resize(list(x), p[:1], owners[:1], 32)
+    torch.testing.assert_close(same[0], x[0], atol=1e-6, rtol=0)
+    half = bm.crop_and_resize(list(x), p[2:], owners[2:], 16)
+    torch.testing.assert_close(half[0], F.avg_pool2d(x[1:2], 2)[0], atol=1e-6, rtol=0)
+    # an enlarged crop equals torchvision's bilinear resized crop (align_corners=False)
+    up = bm.crop_and_resize(list(x), p[1:2], owners[1:2], 32)
+    ref = TF.resized_crop(x[1], 8, 4, 16, 16, [32, 32], interpolation=T.InterpolationMode.BILINEAR, antialias=False)
+    interior = (slice(None), slice(1, -1), slice(1, -1))  # roi_align samples past the box edge differently
+    torch.testing.assert_close(up[0][interior], ref[interior], atol=1e-5, rtol=0)
+
+
+def test_crops_of_mixed_size_images_keep_their_owner():
+    small, big = _images(1, size=32)[0], _images(1, size=64, seed=5)[0]
+    p = _params_for_boxes([(0, 0, 64, 64), (0, 0, 32, 32)])
+    out = bm.crop_and_resize([small, big], p, torch.tensor([1, 0]), 32)
+    torch.testing.assert_close(out[1], small, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[0], F.avg_pool2d(big[None], 2)[0], atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------- data path
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("jpegs")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(12):
+        person = sample_identity(rng)
+        path = folder / f"{i:02d}.jpg"
+        draw_face(person, sample_view(person, rng), rng, size=40 + 8 * (i % 2)).save(path, quality=95)
+        paths.append(path)
+    png = folder / "12.png"
+    draw_face(person, sample_view(person, rng), rng, size=40).save(png)
+    return paths + [png]
+
+
+def _aug(**kw):
+    return MultiCropAugmentation(global_crop_size=32, local_crop_size=16, local_crops_number=2, scale_blur=True, **kw)
+
+
+def test_crops_depend_on_seed_epoch_index_only(jpeg_folder):
+    aug = _aug(device="cpu")
+    ds = FaceImageDataset(jpeg_folder, aug, seed=7)
+
+    def crops(workers):
+        loader = DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=aug.batched.collate,
+                            sampler=[(i, 1) for i in range(len(ds))])
+        return [torch.cat([c.flatten(1) for c in aug.batched.render(b, torch.device("cpu"))], 1) for b in loader]
+
+    random.seed(123)
+    torch.manual_seed(123)  # the caller's RNG state must not matter
+    a = crops(0)
+    b = crops(2)
+    assert len(a) == 4 and all(torch.equal(u, v) for u, v in zip(a, b))
+    other_epoch = aug.batched.collate([ds[(i, 2)] for i in range(4)])
+    assert not torch.equal(other_epoch["aug"], aug.batched.collate([ds[(i, 1)] for i in range(4)])["aug"])
+    assert [t.shape for t in aug.batched.render(other_epoch)] == [(4, 3, 32, 32)] * 2 + [(4, 3, 16, 16)] * 2
+
+
+def test_decode_on_device_matches_pil_and_falls_back(jpeg_folder, tmp_path):
+    planned = _aug(device="cpu", decode="device").batched
+    pil = _aug(device="cpu").batched
+
+    def plans(transform):
+        out = []
+        for i, p in enumerate(jpeg_folder):
+            torch.manual_seed(i)
+            out.append(transform.plan(p))
+        return out
+
+    a, b = plans(planned), plans(pil)
+    assert [x["source_is_jpeg"] for x in a] == [True] * 12 + [False]  # the PNG is decoded in the loader
+    for x, y in zip(a, b):  # where the file is decoded does not change the crops
+        assert torch.equal(x["aug"], y["aug"])
+    decoded = planned.decode_sources(planned.collate([dict(x, index=i) for i, x in enumerate(a)]), torch.device("cpu"))
+    for img, ref in zip(decoded, b):
+        assert img.shape == ref["source"].shape and img.dtype == torch.uint8
+        assert (img.float() - ref["source"].float()).abs().mean() < 1.0  # two JPEG decoders, same file
+    # an EXIF-rotated JPEG is decoded (and rotated) by PIL in the loader
+    rotated = tmp_path / "rotated.jpg"
+    img = Image.open(jpeg_folder[1])
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(rotated, exif=exif.tobytes())
+    item = planned.plan(rotated)
+    assert not item["source_is_jpeg"] and item["source"].shape[1:] == (img.width, img.height)
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="device must be one of"):
+        _aug(device="tpu")
+    with pytest.raises(ValueError, match="decode=device needs"):
+        _aug(decode="device")
+
+
+@pytest.mark.slow
+def test_batched_path_trains_and_resumes_exactly(tmp_path, sample_root):
+    """Through train.py and Lightning with 2 loader workers: rendering on the CPU before the transfer
+    (device=cpu) and on the trainer's device after it (device=accelerator) give the same crops, so a run
+    resumed with the other setting ends with the same weights as the uninterrupted one."""
+    from facefd.train import run
+
+    def state(folder):
+        return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+    common = ["data.num_workers=2"]
+    straight = tmp_path / "straight"
+    run(compose_train(straight, common + ["data.train_transform.device=cpu"], sample_root))
+    interrupted = tmp_path / "interrupted"
+    run(compose_train(interrupted, common + ["data.train_transform.device=cpu",
+                                             "+callbacks.stop._target_=helpers.StopAfterEpoch",
+                                             "+callbacks.stop.epoch=0"], sample_root))
+    resumed = tmp_path / "resumed"
+    run(compose_train(resumed, common + ["data.train_transform.device=accelerator",
+                                         f"ckpt_path={interrupted / 'checkpoints' / 'last.ckpt'}"], sample_root))
+    a, b = state(straight), state(resumed)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    with pytest.raises(ValueError, match="device=cuda but the trainer runs on cpu"):
+        run(compose_train(tmp_path / "cuda", ["data.train_transform.device=cuda"], sample_root))
