@@ -169,28 +169,64 @@ def _params_for_boxes(boxes):
     return p
 
 
-def test_crop_and_resize_is_exact_where_the_answer_is_known():
+def test_bicubic_crops_equal_torchvision_resized_crop():
+    """The default resampling is torchvision's RandomResizedCrop on a tensor (bicubic, antialiased)."""
+    x = _images(2, size=48)
+    boxes = [(0, 0, 48, 48), (8, 4, 20, 30), (30, 10, 18, 12), (5, 5, 40, 43)]
+    owners = torch.tensor([0, 1, 0, 1])
+    for size in (32, 16, 64):
+        out = bm.crop_and_resize(list(x), _params_for_boxes(boxes), owners, size)
+        for k, ((top, left, h, w), owner) in enumerate(zip(boxes, owners.tolist())):
+            ref = TF.resized_crop(x[owner], top, left, h, w, [size, size],
+                                  interpolation=T.InterpolationMode.BICUBIC, antialias=True).clamp(0, 1)
+            torch.testing.assert_close(out[k], ref, atol=1e-6, rtol=0)
+
+
+def test_roi_align_crops_are_exact_where_the_answer_is_known():
     x = _images(2, size=32)
     # the whole image at its own size is the image; an aligned 2x shrink is a 2x2 average
     p = _params_for_boxes([(0, 0, 32, 32), (8, 4, 16, 16), (0, 0, 32, 32)])
     owners = torch.tensor([0, 1, 1])
-    same = bm.crop_and_resize(list(x), p[:1], owners[:1], 32)
+    same = bm.crop_and_resize(list(x), p[:1], owners[:1], 32, "roi_align")
     torch.testing.assert_close(same[0], x[0], atol=1e-6, rtol=0)
-    half = bm.crop_and_resize(list(x), p[2:], owners[2:], 16)
+    half = bm.crop_and_resize(list(x), p[2:], owners[2:], 16, "roi_align")
     torch.testing.assert_close(half[0], F.avg_pool2d(x[1:2], 2)[0], atol=1e-6, rtol=0)
     # an enlarged crop equals torchvision's bilinear resized crop (align_corners=False)
-    up = bm.crop_and_resize(list(x), p[1:2], owners[1:2], 32)
+    up = bm.crop_and_resize(list(x), p[1:2], owners[1:2], 32, "roi_align")
     ref = TF.resized_crop(x[1], 8, 4, 16, 16, [32, 32], interpolation=T.InterpolationMode.BILINEAR, antialias=False)
     interior = (slice(None), slice(1, -1), slice(1, -1))  # roi_align samples past the box edge differently
     torch.testing.assert_close(up[0][interior], ref[interior], atol=1e-5, rtol=0)
 
 
-def test_crops_of_mixed_size_images_keep_their_owner():
+def test_roi_align_crops_of_mixed_size_images_keep_their_owner():
     small, big = _images(1, size=32)[0], _images(1, size=64, seed=5)[0]
     p = _params_for_boxes([(0, 0, 64, 64), (0, 0, 32, 32)])
-    out = bm.crop_and_resize([small, big], p, torch.tensor([1, 0]), 32)
+    out = bm.crop_and_resize([small, big], p, torch.tensor([1, 0]), 32, "roi_align")
     torch.testing.assert_close(out[1], small, atol=1e-6, rtol=0)
     torch.testing.assert_close(out[0], F.avg_pool2d(big[None], 2)[0], atol=1e-6, rtol=0)
+
+
+def test_rendered_crop_equals_torchvision_ops_in_the_reference_order():
+    """One whole crop: resized crop, flip, jitter (its order), grayscale, blur, solarise, normalise, each
+    done by torchvision's functional op, equals the batched render."""
+    aug = _aug(device="cpu")
+    img = (_images(1, size=40)[0] * 255).round().to(torch.uint8)
+    torch.manual_seed(11)
+    params = bm.sample_multicrop_params(40, 40, aug.batched.recipe)
+    params[1, [bm.FLIP, bm.JITTER, bm.GRAY, bm.SOLARIZE]] = 1.0  # exercise every op on the second global crop
+    params[1, bm.SIGMA] = 0.25
+    crops = aug.batched.render({"source": [img], "source_is_jpeg": torch.tensor([False]), "aug": params[None]})
+    top, left, h, w = params[1, :4].long().tolist()
+    x = TF.resized_crop(img.float() / 255, top, left, h, w, [32, 32], interpolation=T.InterpolationMode.BICUBIC,
+                        antialias=True).clamp(0, 1).flip(-1)
+    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for op in params[1, bm.ORDER].long().tolist():
+        x = ops[op](x, float(params[1, (bm.BRIGHTNESS, bm.CONTRAST, bm.SATURATION, bm.HUE)[op]]))
+    x = TF.rgb_to_grayscale(x, num_output_channels=3)
+    k = bm.blur_kernel_size(aug.batched.recipe.global_blur_radius[1])
+    x = TF.solarize(TF.gaussian_blur(x, [k, k], [0.25, 0.25]), bm.SOLARIZE_THRESHOLD)
+    x = TF.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    torch.testing.assert_close(crops[1][0], x, atol=2e-3, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------- data path

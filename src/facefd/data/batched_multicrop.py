@@ -9,14 +9,13 @@ Here the work is split in two:
   order, grayscale, blur sigma, solarisation. The draws happen under the dataset's per-(seed, epoch,
   index) seed, so the crops stay a function of (seed, epoch, index): resume, worker count and DDP do not
   change them.
-* **render** (the device, per batch): crop-and-resize all boxes of a batch in one ``roi_align`` call,
-  then flip, jitter, grayscale, blur and solarise as masked batched tensor ops, and normalise.
+* **render** (the device, per batch): crop and resize every box (bicubic, antialiased, as torchvision's
+  ``RandomResizedCrop`` on tensors; or all boxes in one ``roi_align`` call), then flip, jitter, grayscale, blur and solarise as masked batched tensor ops, and normalise.
 
 Parameters follow the reference recipe's distributions (torchvision ``RandomResizedCrop``,
 ``ColorJitter``, ``RandomGrayscale``, DINO's blur and solarisation); ``tests/test_batched_multicrop.py``
-checks their statistics against torchvision's own draws and each op against torchvision's functional op.
-The one deliberate difference: crops are resampled with area-averaged bilinear sampling (``roi_align``,
-antialiased on downscaling) instead of PIL's bicubic filter.
+checks their statistics against torchvision's own draws and each op against torchvision's functional op
+on tensors (PIL's uint8 versions of the same ops round differently).
 """
 from __future__ import annotations
 
@@ -198,15 +197,20 @@ JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 JITTER_FACTORS = (BRIGHTNESS, CONTRAST, SATURATION, HUE)
 
 
+def _rows(flags: torch.Tensor) -> torch.Tensor:
+    return torch.nonzero(flags).flatten()
+
+
 def color_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """ColorJitter with each row's own factors and op order, on the rows whose ``JITTER`` flag is set."""
+    """ColorJitter with each row's own factors and op order, on the rows whose ``JITTER`` flag is set
+    (in place: ``x`` is a fresh batch of crops)."""
     applied = params[:, JITTER] > 0
     order = params[:, ORDER].long()
     for slot in range(4):
         for op, (fn, column) in enumerate(zip(JITTER_OPS, JITTER_FACTORS)):
-            rows = torch.nonzero(applied & (order[:, slot] == op)).flatten()
+            rows = _rows(applied & (order[:, slot] == op))
             if rows.numel():
-                x = x.index_copy(0, rows, fn(x.index_select(0, rows), params.index_select(0, rows)[:, column]))
+                x.index_copy_(0, rows, fn(x.index_select(0, rows), params[rows, column]))
     return x
 
 
@@ -231,10 +235,24 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
     return y.view(n, c, h, w)
 
 
-def crop_and_resize(images: Sequence[torch.Tensor], params: torch.Tensor, owners: torch.Tensor,
-                    size: int) -> torch.Tensor:
-    """``[K, 3, size, size]``: box ``params[k, :4]`` of image ``owners[k]`` (float ``[3, H, W]`` each,
-    sizes may differ), resampled by ``roi_align`` (bilinear, area-averaged when shrinking)."""
+RESAMPLERS = ("bicubic", "roi_align")
+
+
+def crop_and_resize(images: Sequence[torch.Tensor], params: torch.Tensor, owners: torch.Tensor, size: int,
+                    resample: str = "bicubic") -> torch.Tensor:
+    """``[K, 3, size, size]``: box ``params[k, :4]`` of image ``owners[k]`` (float ``[3, H, W]`` each, sizes
+    may differ). ``bicubic``: each box through ``F.interpolate(bicubic, antialias=True)``, what torchvision's
+    ``RandomResizedCrop(interpolation=BICUBIC)`` does to a tensor (one call per crop); ``roi_align``: every
+    box of a batch in one ``torchvision.ops.roi_align`` call (bilinear, area-averaged when shrinking)."""
+    if resample == "bicubic":
+        boxes = params[:, :4].long().tolist()
+        out = torch.empty(len(boxes), 3, size, size, device=params.device, dtype=torch.float32)
+        for k, ((top, left, h, w), owner) in enumerate(zip(boxes, owners.tolist())):
+            crop = images[owner][None, :, top:top + h, left:left + w]
+            out[k] = F.interpolate(crop, size=(size, size), mode="bicubic", antialias=True, align_corners=False)[0]
+        return out.clamp_(0, 1)
+    if resample != "roi_align":
+        raise ValueError(f"resample must be one of {RESAMPLERS}, got {resample!r}")
     from torchvision.ops import roi_align
 
     out = torch.empty(len(params), 3, size, size, device=params.device, dtype=torch.float32)
@@ -260,11 +278,14 @@ class BatchedMultiCrop:
     ``device``: ``cpu`` renders in the main process before the batch moves; ``cuda`` / ``accelerator``
     render on the trainer's device after it moved (``cuda`` also checks that it is a GPU). ``decode="device"``
     sends baseline JPEG files undecoded and decodes them with ``torchvision.io.decode_jpeg`` on that
-    device (nvJPEG on a GPU); other files are decoded in the loader.
+    device (nvJPEG on a GPU); other files are decoded in the loader. ``resample``: see :func:`crop_and_resize`.
     """
 
     def __init__(self, recipe: MultiCropRecipe, mean: Sequence[float], std: Sequence[float],
-                 device: str = "accelerator", decode: str = "loader") -> None:
+                 device: str = "accelerator", decode: str = "loader", resample: str = "bicubic") -> None:
+        if resample not in RESAMPLERS:
+            raise ValueError(f"resample must be one of {RESAMPLERS}, got {resample!r}")
+        self.resample = resample
         if device not in DEVICES[1:]:
             raise ValueError(f"batched multi-crop device must be one of {DEVICES[1:]}, got {device!r}")
         if decode not in DECODES:
@@ -327,14 +348,18 @@ class BatchedMultiCrop:
             if last <= first:
                 continue
             p = flat[first * b:last * b]
-            x = crop_and_resize(images, p, owners[first * b:last * b], size)
-            x = torch.where(_per_sample(p[:, FLIP]) > 0, x.flip(-1), x)
-            x = color_jitter(x, p)
-            x = torch.where(_per_sample(p[:, GRAY]) > 0, rgb_to_gray(x).expand_as(x), x)
-            blurred = torch.nonzero(p[:, SIGMA] > 0).flatten()
-            if blurred.numel():
-                x = x.index_copy(0, blurred, gaussian_blur(x.index_select(0, blurred), p[blurred, SIGMA], kernel))
-            x = torch.where((_per_sample(p[:, SOLARIZE]) > 0) & (x >= SOLARIZE_THRESHOLD), 1 - x, x)
+            x = crop_and_resize(images, p, owners[first * b:last * b], size, self.resample)  # fresh: changed in place below
+            for flags, op in ((p[:, FLIP] > 0, lambda v, q: v.flip(-1)),
+                              (None, None),  # colour jitter: per row op order (color_jitter)
+                              (p[:, GRAY] > 0, lambda v, q: rgb_to_gray(v).expand_as(v)),
+                              (p[:, SIGMA] > 0, lambda v, q: gaussian_blur(v, q[:, SIGMA], kernel)),
+                              (p[:, SOLARIZE] > 0, lambda v, q: torch.where(v >= SOLARIZE_THRESHOLD, 1 - v, v))):
+                if flags is None:
+                    x = color_jitter(x, p)
+                    continue
+                rows = _rows(flags)
+                if rows.numel():
+                    x.index_copy_(0, rows, op(x.index_select(0, rows), p[rows]))
             mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
             std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
             crops.extend(((x - mean) / std).view(last - first, b, 3, size, size).unbind(0))

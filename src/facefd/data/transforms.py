@@ -73,6 +73,7 @@ class MultiCropAugmentation:
         flip_p: float = 0.5,
         device: str = "loader",
         decode: str = "loader",
+        resample: str = "bicubic",
     ) -> None:
         self.local_crops_number = local_crops_number
         self.global_crop_size, self.local_crop_size = global_crop_size, local_crop_size
@@ -102,7 +103,7 @@ class MultiCropAugmentation:
                 local_crop_size, brightness, contrast, saturation, hue, color_jitter_p, grayscale_p,
                 tuple(blur_p), radius(global_crop_size, REFERENCE_GLOBAL_SIZE),
                 radius(local_crop_size, REFERENCE_LOCAL_SIZE), solarize_p, flip_p)
-            self.batched = BatchedMultiCrop(recipe, mean, std, device=device, decode=decode)
+            self.batched = BatchedMultiCrop(recipe, mean, std, device=device, decode=decode, resample=resample)
 
         bicubic = T.InterpolationMode.BICUBIC
         normalize = _normalize(mean, std)
