@@ -152,18 +152,23 @@ def _per_sample(v: torch.Tensor) -> torch.Tensor:
     return v.view(-1, 1, 1, 1).to(torch.float32)
 
 
+def _on(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``t`` (host parameters or row indices) on ``x``'s device, without waiting for it."""
+    return t.to(x.device, non_blocking=True)
+
+
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return (x * _per_sample(factor)).clamp(0, 1)
+    return (x * _per_sample(_on(x, factor))).clamp(0, 1)
 
 
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     mean = rgb_to_gray(x).mean(dim=(1, 2, 3), keepdim=True)
-    f = _per_sample(factor)
+    f = _per_sample(_on(x, factor))
     return (f * x + (1 - f) * mean).clamp(0, 1)
 
 
 def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    f = _per_sample(factor)
+    f = _per_sample(_on(x, factor))
     return (f * x + (1 - f) * rgb_to_gray(x)).clamp(0, 1)
 
 
@@ -189,7 +194,7 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     hsv = rgb_to_hsv(x)
-    hue = (hsv[:, 0] + shift.view(-1, 1, 1).to(x.dtype)) % 1.0
+    hue = (hsv[:, 0] + _on(x, shift).view(-1, 1, 1).to(x.dtype)) % 1.0
     return hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], dim=1)).clamp(0, 1)
 
 
@@ -203,14 +208,16 @@ def _rows(flags: torch.Tensor) -> torch.Tensor:
 
 def color_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """ColorJitter with each row's own factors and op order, on the rows whose ``JITTER`` flag is set
-    (in place: ``x`` is a fresh batch of crops)."""
+    (in place: ``x`` is a fresh batch of crops). ``params`` may stay on the host: rows are chosen there, so
+    a GPU batch is never waited for."""
     applied = params[:, JITTER] > 0
     order = params[:, ORDER].long()
     for slot in range(4):
         for op, (fn, column) in enumerate(zip(JITTER_OPS, JITTER_FACTORS)):
             rows = _rows(applied & (order[:, slot] == op))
             if rows.numel():
-                x.index_copy_(0, rows, fn(x.index_select(0, rows), params[rows, column]))
+                on_device = _on(x, rows)
+                x.index_copy_(0, on_device, fn(x.index_select(0, on_device), params[rows, column]))
     return x
 
 
@@ -240,14 +247,15 @@ RESAMPLERS = ("bicubic", "roi_align")
 
 def crop_and_resize(images: Sequence[torch.Tensor], params: torch.Tensor, owners: torch.Tensor, size: int,
                     resample: str = "bicubic") -> torch.Tensor:
-    """``[K, 3, size, size]``: box ``params[k, :4]`` of image ``owners[k]`` (float ``[3, H, W]`` each, sizes
-    may differ). ``bicubic``: each box through ``F.interpolate(bicubic, antialias=True)``, what torchvision's
-    ``RandomResizedCrop(interpolation=BICUBIC)`` does to a tensor (one call per crop); ``roi_align``: every
-    box of a batch in one ``torchvision.ops.roi_align`` call (bilinear, area-averaged when shrinking)."""
+    """``[K, 3, size, size]`` on the images' device: box ``params[k, :4]`` of image ``owners[k]`` (float
+    ``[3, H, W]`` each, sizes may differ; ``params`` and ``owners`` on the host). ``bicubic``: each box through
+    ``F.interpolate(bicubic, antialias=True)``, what torchvision's ``RandomResizedCrop(interpolation=BICUBIC)``
+    does to a tensor (one call per crop); ``roi_align``: every box of a batch in one
+    ``torchvision.ops.roi_align`` call (bilinear, area-averaged when shrinking)."""
+    device = images[0].device
+    out = torch.empty(len(params), 3, size, size, device=device, dtype=torch.float32)
     if resample == "bicubic":
-        boxes = params[:, :4].long().tolist()
-        out = torch.empty(len(boxes), 3, size, size, device=params.device, dtype=torch.float32)
-        for k, ((top, left, h, w), owner) in enumerate(zip(boxes, owners.tolist())):
+        for k, ((top, left, h, w), owner) in enumerate(zip(params[:, :4].long().tolist(), owners.tolist())):
             crop = images[owner][None, :, top:top + h, left:left + w]
             out[k] = F.interpolate(crop, size=(size, size), mode="bicubic", antialias=True, align_corners=False)[0]
         return out.clamp_(0, 1)
@@ -255,19 +263,19 @@ def crop_and_resize(images: Sequence[torch.Tensor], params: torch.Tensor, owners
         raise ValueError(f"resample must be one of {RESAMPLERS}, got {resample!r}")
     from torchvision.ops import roi_align
 
-    out = torch.empty(len(params), 3, size, size, device=params.device, dtype=torch.float32)
     shapes: dict[tuple[int, ...], list[int]] = {}
     for i, img in enumerate(images):
         shapes.setdefault(tuple(img.shape), []).append(i)
     for members in shapes.values():
-        stack = torch.stack([images[i] for i in members])
-        local = torch.full((len(images),), -1, dtype=torch.long, device=params.device)
-        local[torch.tensor(members, device=params.device)] = torch.arange(len(members), device=params.device)
+        local = torch.full((len(images),), -1, dtype=torch.long)
+        local[torch.tensor(members)] = torch.arange(len(members))
         rows = torch.nonzero(local[owners] >= 0).flatten()
-        p = params[rows]
-        boxes = torch.stack([local[owners[rows]].to(p.dtype), p[:, LEFT], p[:, TOP], p[:, LEFT] + p[:, WIDTH],
+        p = params[rows].float()
+        boxes = torch.stack([local[owners[rows]].float(), p[:, LEFT], p[:, TOP], p[:, LEFT] + p[:, WIDTH],
                              p[:, TOP] + p[:, HEIGHT]], dim=1)
-        out[rows] = roi_align(stack, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        stack = torch.stack([images[i] for i in members])
+        out[_on(out, rows)] = roi_align(stack, _on(out, boxes), output_size=size, spatial_scale=1.0,
+                                        sampling_ratio=-1, aligned=True)
     return out
 
 
@@ -309,11 +317,12 @@ class BatchedMultiCrop:
 
     @staticmethod
     def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Sources stay a list (sizes differ); everything else is stacked."""
+        """Sources stay a list (sizes differ); parameters and flags stay host-side (numpy / Python), so the
+        transfer to the GPU moves only images, index and labels."""
         batch: dict[str, Any] = {
             "source": [it["source"] for it in items],
-            "source_is_jpeg": torch.tensor([it["source_is_jpeg"] for it in items]),
-            "aug": torch.stack([it["aug"] for it in items]),
+            "source_is_jpeg": [bool(it["source_is_jpeg"]) for it in items],
+            "aug": torch.stack([it["aug"] for it in items]).numpy(),  # numpy: stays on the host (render)
             "index": torch.tensor([it["index"] for it in items]),
         }
         if "attributes" in items[0]:
@@ -323,7 +332,7 @@ class BatchedMultiCrop:
     # ---- device side
     def decode_sources(self, batch: dict[str, Any], device: torch.device) -> list[torch.Tensor]:
         """uint8 ``[3, H, W]`` images on ``device``: JPEG bytes decoded there, pixels moved there."""
-        sources, is_jpeg = batch["source"], batch["source_is_jpeg"].tolist()
+        sources, is_jpeg = batch["source"], [bool(j) for j in batch["source_is_jpeg"]]
         jpeg_rows = [i for i, j in enumerate(is_jpeg) if j]
         out: list[Optional[torch.Tensor]] = [None if j else s.to(device, non_blocking=True) for s, j in zip(sources, is_jpeg)]
         if jpeg_rows:
@@ -335,13 +344,15 @@ class BatchedMultiCrop:
         return out  # type: ignore[return-value]
 
     def render(self, batch: dict[str, Any], device: Optional[torch.device] = None) -> list[torch.Tensor]:
-        """The crops of a planned batch: ``[global 1, global 2, local 1, ...]``, each ``[B, 3, S, S]``."""
-        device = torch.device(device) if device is not None else batch["aug"].device
+        """The crops of a planned batch: ``[global 1, global 2, local 1, ...]``, each ``[B, 3, S, S]``, on
+        ``device`` (default: where the batch's images are). The parameters stay on the host (a numpy array
+        the transfer leaves alone): rows and boxes are chosen there, so rendering never waits for the GPU."""
+        device = torch.device(device) if device is not None else batch["source"][0].device
         images = [img.to(device).float().div_(255) for img in self.decode_sources(batch, device)]
-        params = batch["aug"].to(device)
+        params = torch.as_tensor(batch["aug"]).cpu()
         b, n = params.shape[:2]
         flat = params.transpose(0, 1).reshape(n * b, NUM_PARAMS)  # crop-major: crop c of image i at c * b + i
-        owners = torch.arange(b, device=device).repeat(n)
+        owners = torch.arange(b).repeat(n)
         crops = []
         for first, last, size, kernel in ((0, 2, self.recipe.global_crop_size, self.global_kernel),
                                           (2, n, self.recipe.local_crop_size, self.local_kernel)):
@@ -359,7 +370,8 @@ class BatchedMultiCrop:
                     continue
                 rows = _rows(flags)
                 if rows.numel():
-                    x.index_copy_(0, rows, op(x.index_select(0, rows), p[rows]))
+                    on_device = _on(x, rows)
+                    x.index_copy_(0, on_device, op(x.index_select(0, on_device), p[rows]))
             mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
             std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
             crops.extend(((x - mean) / std).view(last - first, b, 3, size, size).unbind(0))

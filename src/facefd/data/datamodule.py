@@ -243,7 +243,7 @@ class FaceImageDataModule(pl.LightningDataModule):
                              "device=accelerator (whatever the trainer uses), cpu, or loader")
         if batched.decode == "device":
             batch = dict(batch, source=batched.decode_sources(batch, target),
-                         source_is_jpeg=torch.zeros_like(batch["source_is_jpeg"]))
+                         source_is_jpeg=[False] * len(batch["source"]))
         return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -251,7 +251,7 @@ class FaceImageDataModule(pl.LightningDataModule):
         batched = self._batched_transform(batch)
         if batched is None:
             return batch
-        return self._rendered(batch, batched.render(batch, batch["aug"].device))
+        return self._rendered(batch, batched.render(batch))  # on the device the images are now on
 
     @staticmethod
     def _rendered(batch: dict[str, Any], crops: list[torch.Tensor]) -> dict[str, Any]:
