@@ -46,6 +46,9 @@ class InceptionFID(nn.Module):
             raise ImportError('metric=fid needs torch-fidelity: pip install -e ".[fid]"') from exc
         self.net = FeatureExtractorInceptionV3("inception-v3-compat", [str(layer)],
                                                feature_extractor_weights_path=str(path))
+        # channels-last weights: oneDNN / cuDNN convolutions run in NHWC without per-call reorders (1.4x on
+        # 2 CPU cores, features equal to 1e-8; bench/fd_folder.py); values and fingerprint are unchanged
+        self.net.to(memory_format=torch.channels_last)
         tag = "inception-fid" if layer == 2048 else f"inception-fid-{layer}"
         tag += "" if resize == "tf_bilinear" else f"-{resize}"
         self.fingerprint = hashlib.sha256(f"{tag}:{file_sha256(path)}".encode()).hexdigest()
