@@ -297,6 +297,15 @@ def test_decode_on_device_matches_pil_and_falls_back(jpeg_folder, tmp_path):
     assert not item["source_is_jpeg"] and item["source"].shape[1:] == (img.width, img.height)
 
 
+def test_unrendered_batch_is_a_clear_error(jpeg_folder):
+    from facefd.models.dino import DINOModule
+
+    aug = _aug(device="cpu")
+    batch = aug.batched.collate([FaceImageDataset(jpeg_folder, aug)[i] for i in range(2)])
+    with pytest.raises(ValueError, match="never rendered"):
+        DINOModule.training_step(object(), batch, 0)
+
+
 def test_bad_settings_are_clear_errors():
     with pytest.raises(ValueError, match="device must be one of"):
         _aug(device="tpu")

@@ -153,6 +153,12 @@ class DINOModule(pl.LightningModule):
         self._epoch_loss_sum, self._epoch_loss_count = 0.0, 0
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if "crops" not in batch and "aug" in batch:
+            raise ValueError(
+                "the batch holds planned crops that were never rendered: MultiCropAugmentation(device=...) is "
+                "rendered by FaceImageDataModule's batch-transfer hooks; with another data module, set "
+                "batch['crops'] = transform.batched.render(batch) in its on_after_batch_transfer"
+            )
         crops = batch["crops"]
         if len(crops) != self.criterion.ncrops:
             raise ValueError(
