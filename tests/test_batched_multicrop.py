@@ -306,6 +306,17 @@ def test_unrendered_batch_is_a_clear_error(jpeg_folder):
         DINOModule.training_step(object(), batch, 0)
 
 
+def test_undecodable_jpeg_on_the_device_names_its_file(jpeg_folder, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    data = jpeg_folder[0].read_bytes()
+    broken.write_bytes(data[: len(data) // 2])  # header intact, image data cut off
+    planned = _aug(device="cpu", decode="device").batched
+    items = [dict(planned.plan(p), index=i) for i, p in enumerate([jpeg_folder[1], broken])]
+    assert all(it["source_is_jpeg"] for it in items)
+    with pytest.raises(OSError, match=r"cannot decode JPEG .*broken\.jpg"):
+        planned.decode_sources(planned.collate(items), torch.device("cpu"))
+
+
 def test_bad_settings_are_clear_errors():
     with pytest.raises(ValueError, match="device must be one of"):
         _aug(device="tpu")

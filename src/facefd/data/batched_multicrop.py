@@ -202,22 +202,25 @@ JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 JITTER_FACTORS = (BRIGHTNESS, CONTRAST, SATURATION, HUE)
 
 
-def _rows(flags: torch.Tensor) -> torch.Tensor:
-    return torch.nonzero(flags).flatten()
+def apply_to_rows(x: torch.Tensor, flags: torch.Tensor, params: torch.Tensor, op) -> torch.Tensor:
+    """``x`` (changed in place) with ``op(x[rows], params[rows])`` on the rows where the host-side ``flags``
+    are set."""
+    rows = torch.nonzero(flags).flatten()
+    if rows.numel():
+        on_device = _on(x, rows)
+        x.index_copy_(0, on_device, op(x.index_select(0, on_device), params[rows]))
+    return x
 
 
 def color_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """ColorJitter with each row's own factors and op order, on the rows whose ``JITTER`` flag is set
-    (in place: ``x`` is a fresh batch of crops). ``params`` may stay on the host: rows are chosen there, so
-    a GPU batch is never waited for."""
+    (in place: ``x`` is a fresh batch of crops). ``params`` may stay on the host: rows are chosen there,
+    without a copy back from the GPU."""
     applied = params[:, JITTER] > 0
     order = params[:, ORDER].long()
     for slot in range(4):
         for op, (fn, column) in enumerate(zip(JITTER_OPS, JITTER_FACTORS)):
-            rows = _rows(applied & (order[:, slot] == op))
-            if rows.numel():
-                on_device = _on(x, rows)
-                x.index_copy_(0, on_device, fn(x.index_select(0, on_device), params[rows, column]))
+            x = apply_to_rows(x, applied & (order[:, slot] == op), params[:, column], fn)
     return x
 
 
@@ -310,9 +313,10 @@ class BatchedMultiCrop:
             height, width, raw_ok = image_size(path)
             if raw_ok:
                 data = torch.from_numpy(np.fromfile(str(path), dtype=np.uint8))
-                return {"source": data, "source_is_jpeg": True, "aug": sample_multicrop_params(height, width, self.recipe)}
+                return {"source": data, "source_is_jpeg": True, "path": str(path),
+                        "aug": sample_multicrop_params(height, width, self.recipe)}
         pixels = pil_to_uint8(load_rgb(path))
-        return {"source": pixels, "source_is_jpeg": False,
+        return {"source": pixels, "source_is_jpeg": False, "path": str(path),
                 "aug": sample_multicrop_params(pixels.shape[1], pixels.shape[2], self.recipe)}
 
     @staticmethod
@@ -322,6 +326,7 @@ class BatchedMultiCrop:
         batch: dict[str, Any] = {
             "source": [it["source"] for it in items],
             "source_is_jpeg": [bool(it["source_is_jpeg"]) for it in items],
+            "path": [it.get("path", "") for it in items],  # names a file the device cannot decode
             "aug": torch.stack([it["aug"] for it in items]).numpy(),  # numpy: stays on the host (render)
             "index": torch.tensor([it["index"] for it in items]),
         }
@@ -338,15 +343,30 @@ class BatchedMultiCrop:
         if jpeg_rows:
             from torchvision.io import ImageReadMode, decode_jpeg
 
-            decoded = decode_jpeg([sources[i].cpu() for i in jpeg_rows], mode=ImageReadMode.RGB, device=device)
+            try:
+                decoded = decode_jpeg([sources[i].cpu() for i in jpeg_rows], mode=ImageReadMode.RGB, device=device)
+            except RuntimeError:
+                decoded = [self._decode_one(sources[i], batch, i, device) for i in jpeg_rows]
             for i, img in zip(jpeg_rows, decoded if isinstance(decoded, list) else [decoded]):
                 out[i] = img
         return out  # type: ignore[return-value]
 
+    @staticmethod
+    def _decode_one(data: torch.Tensor, batch: dict[str, Any], i: int, device: torch.device) -> torch.Tensor:
+        """One JPEG of a batch that failed to decode as a whole: decoded alone, or an error naming its file."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            return decode_jpeg(data.cpu(), mode=ImageReadMode.RGB, device=device)
+        except RuntimeError as exc:
+            name = (batch.get("path") or [""] * (i + 1))[i] or f"item {i} of the batch"
+            raise OSError(f"cannot decode JPEG {name} on {device}: {exc} (data.check_images=true finds such files "
+                          "before training; data.train_transform.decode=loader decodes with PIL)") from exc
+
     def render(self, batch: dict[str, Any], device: Optional[torch.device] = None) -> list[torch.Tensor]:
         """The crops of a planned batch: ``[global 1, global 2, local 1, ...]``, each ``[B, 3, S, S]``, on
         ``device`` (default: where the batch's images are). The parameters stay on the host (a numpy array
-        the transfer leaves alone): rows and boxes are chosen there, so rendering never waits for the GPU."""
+        the transfer leaves alone): rows and boxes are chosen there, without a copy back from the GPU."""
         device = torch.device(device) if device is not None else batch["source"][0].device
         images = [img.to(device).float().div_(255) for img in self.decode_sources(batch, device)]
         params = torch.as_tensor(batch["aug"]).cpu()
@@ -360,18 +380,11 @@ class BatchedMultiCrop:
                 continue
             p = flat[first * b:last * b]
             x = crop_and_resize(images, p, owners[first * b:last * b], size, self.resample)  # fresh: changed in place below
-            for flags, op in ((p[:, FLIP] > 0, lambda v, q: v.flip(-1)),
-                              (None, None),  # colour jitter: per row op order (color_jitter)
-                              (p[:, GRAY] > 0, lambda v, q: rgb_to_gray(v).expand_as(v)),
-                              (p[:, SIGMA] > 0, lambda v, q: gaussian_blur(v, q[:, SIGMA], kernel)),
-                              (p[:, SOLARIZE] > 0, lambda v, q: torch.where(v >= SOLARIZE_THRESHOLD, 1 - v, v))):
-                if flags is None:
-                    x = color_jitter(x, p)
-                    continue
-                rows = _rows(flags)
-                if rows.numel():
-                    on_device = _on(x, rows)
-                    x.index_copy_(0, on_device, op(x.index_select(0, on_device), p[rows]))
+            x = apply_to_rows(x, p[:, FLIP] > 0, p, lambda v, q: v.flip(-1))
+            x = color_jitter(x, p)
+            x = apply_to_rows(x, p[:, GRAY] > 0, p, lambda v, q: rgb_to_gray(v).expand_as(v))
+            x = apply_to_rows(x, p[:, SIGMA] > 0, p[:, SIGMA], lambda v, sigma: gaussian_blur(v, sigma, kernel))
+            x = apply_to_rows(x, p[:, SOLARIZE] > 0, p, lambda v, q: torch.where(v >= SOLARIZE_THRESHOLD, 1 - v, v))
             mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
             std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
             crops.extend(((x - mean) / std).view(last - first, b, 3, size, size).unbind(0))

@@ -255,7 +255,7 @@ class FaceImageDataModule(pl.LightningDataModule):
 
     @staticmethod
     def _rendered(batch: dict[str, Any], crops: list[torch.Tensor]) -> dict[str, Any]:
-        out = {k: v for k, v in batch.items() if k not in ("source", "source_is_jpeg", "aug")}
+        out = {k: v for k, v in batch.items() if k not in ("source", "source_is_jpeg", "aug", "path")}
         out["crops"] = crops
         return out
 
