@@ -16,6 +16,38 @@ def teacher_temperature_schedule(
     return np.concatenate((warmup, np.ones(max(nepochs - warmup_teacher_temp_epochs, 0)) * teacher_temp))
 
 
+def sinkhorn_knopp(logits: torch.Tensor, temperature: float, iterations: int = 3) -> torch.Tensor:
+    """Teacher targets by Sinkhorn-Knopp (SwAV; DINOv2's alternative to DINO's EMA centering).
+
+    ``logits`` ``[B, K]`` -> ``[B, K]`` rows that each sum to 1, alternately rescaled so that every
+    prototype gets an equal share of the batch (``B / K`` rows' worth): the teacher may not pile a batch
+    onto a few prototypes, so the student has to tell more images apart. Under DDP the prototype sums and
+    the batch size are reduced over all processes, so the equal shares hold for the global batch.
+    """
+    distributed = dist.is_available() and dist.is_initialized()
+    # In the log domain: at DINO's sharp temperatures exp() of the scores underflows float32 (0 / 0 = NaN).
+    log_q = logits.detach().float() / temperature
+    batch = torch.tensor(float(log_q.shape[0]), device=log_q.device)
+    if distributed:
+        dist.all_reduce(batch)
+    log_share = torch.log(batch / log_q.shape[1])  # every prototype holds B / K rows' worth
+    for _ in range(iterations):
+        log_q = log_q - _logsumexp_over_batch(log_q, distributed) + log_share
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True)  # every row a distribution
+    return log_q.exp()
+
+
+def _logsumexp_over_batch(log_q: torch.Tensor, distributed: bool) -> torch.Tensor:
+    """``log sum_b exp(log_q[b, k])`` per prototype, over the rows of every process."""
+    if not distributed:
+        return torch.logsumexp(log_q, dim=0, keepdim=True)
+    peak = log_q.max(dim=0, keepdim=True).values
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    total = torch.exp(log_q - peak).sum(dim=0, keepdim=True)
+    dist.all_reduce(total)
+    return peak + torch.log(total)
+
+
 class DINOLoss(nn.Module):
     """Loss between ``ncrops`` student views and the 2 global teacher views.
 
@@ -41,8 +73,14 @@ class DINOLoss(nn.Module):
         student_temp: float = 0.1,
         center_momentum: float = 0.9,
         defer_center_update: bool = False,
+        centering: str = "ema",
+        sinkhorn_iterations: int = 3,
     ) -> None:
         super().__init__()
+        if centering not in ("ema", "sinkhorn"):
+            raise ValueError(f"centering must be 'ema' (DINO) or 'sinkhorn' (SwAV / DINOv2), got {centering!r}")
+        self.centering = centering
+        self.sinkhorn_iterations = sinkhorn_iterations
         self.ncrops = ncrops
         self.student_temp = student_temp
         self.center_momentum = center_momentum
@@ -60,7 +98,10 @@ class DINOLoss(nn.Module):
     def forward(self, student_output: torch.Tensor, teacher_output: torch.Tensor, epoch: int) -> torch.Tensor:
         student_out = (student_output.float() / self.student_temp).chunk(self.ncrops)
         temp = self.teacher_temp(epoch)
-        teacher_out = F.softmax((teacher_output.float() - self.center) / temp, dim=-1).detach().chunk(2)
+        if self.centering == "sinkhorn":
+            teacher_out = sinkhorn_knopp(teacher_output, temp, self.sinkhorn_iterations).chunk(2)
+        else:
+            teacher_out = F.softmax((teacher_output.float() - self.center) / temp, dim=-1).detach().chunk(2)
 
         total_loss = student_output.new_zeros((), dtype=torch.float32)
         n_loss_terms = 0

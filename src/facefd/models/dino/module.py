@@ -19,6 +19,7 @@ from torch import nn
 from facefd.models.backbone import plain
 from facefd.models.backbone import BackboneFactory, factory_spec, feature_width, partial_from_spec
 from facefd.models.dino.head import DINOHead
+from facefd.models.dino.koleo import koleo_loss
 from facefd.models.dino.loss import DINOLoss, teacher_temperature_schedule
 from facefd.models.dino.schedules import cosine_schedule
 from facefd.models.optim import clip_gradients_per_parameter, regularization_groups
@@ -45,6 +46,11 @@ class DINOModule(pl.LightningModule):
         batch_size: per-device batch size, used for the linear LR scaling rule.
         student_drop_path_rate: stochastic depth of the student only (reference: 0.1 for ViTs).
         input_size: global crop size, recorded as the exported extractor's input size.
+        centering: how the teacher's targets are kept from collapsing: ``"ema"`` (DINO: subtract an EMA of
+            the teacher's mean output) or ``"sinkhorn"`` (SwAV / DINOv2: Sinkhorn-Knopp, each prototype gets
+            an equal share of the batch; ``sinkhorn_iterations`` rounds).
+        koleo_weight: weight of the KoLeo regulariser (:mod:`facefd.models.dino.koleo`, DINOv2's) on the
+            student backbone's features of each global crop; 0 (the default) is plain DINO.
         nonfinite_check_every_n_steps: how often the NaN/inf flag is read on the host (and always at
             the last batch of an epoch, before checkpoints). The reference reads ``loss.item()``
             every step, which stalls the GPU queue; the flag is accumulated on the device instead.
@@ -77,6 +83,9 @@ class DINOModule(pl.LightningModule):
         collapse_patience_epochs: int = 3,
         input_size: int = 224,
         nonfinite_check_every_n_steps: int = 10,
+        koleo_weight: float = 0.0,
+        centering: str = "ema",
+        sinkhorn_iterations: int = 3,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["backbone", "optimizer", "head"])
@@ -106,6 +115,8 @@ class DINOModule(pl.LightningModule):
             student_temp=student_temp,
             center_momentum=center_momentum,
             defer_center_update=True,
+            centering=centering,
+            sinkhorn_iterations=sinkhorn_iterations,
         )
         self.lr_schedule = self.wd_schedule = self.momentum_schedule = np.zeros(0)
         self._epoch_loss_sum: torch.Tensor | float = 0.0
@@ -117,15 +128,18 @@ class DINOModule(pl.LightningModule):
 
     # ----------------------------------------------------------------------------- forward
     @staticmethod
-    def multicrop_forward(model: nn.ModuleDict, crops: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Run the backbone once per run of same-resolution crops, then the head on all of them."""
+    def multicrop_forward(model: nn.ModuleDict, crops: Sequence[torch.Tensor], return_features: bool = False):
+        """Run the backbone once per run of same-resolution crops, then the head on all of them
+        (with ``return_features``: also the backbone features, as ``(head_output, features)``)."""
         sizes = torch.tensor([c.shape[-1] for c in crops])
         ends = torch.cumsum(torch.unique_consecutive(sizes, return_counts=True)[1], 0).tolist()
         start, feats = 0, []
         for end in ends:
             feats.append(model["backbone"](torch.cat(list(crops[start:end]))))
             start = end
-        return model["head"](torch.cat(feats))
+        features = torch.cat(feats)
+        output = model["head"](features)
+        return (output, features) if return_features else output
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Teacher backbone features (the exported extractor)."""
@@ -166,13 +180,20 @@ class DINOModule(pl.LightningModule):
                 "(2 global + model.local_crops_number); make data.train_transform.local_crops_number match"
             )
         teacher_output = self.multicrop_forward(self.teacher, crops[:2])  # only the 2 global views
-        student_output = self.multicrop_forward(self.student, crops)
+        student_output, student_features = self.multicrop_forward(self.student, crops, return_features=True)
         loss = self.criterion(student_output, teacher_output, self.current_epoch)
         self._nonfinite_steps = self._nonfinite_steps + (~torch.isfinite(loss.detach())).int()
         self._epoch_loss_sum = self._epoch_loss_sum + loss.detach()
         self._epoch_loss_count += 1
+        # train/loss stays the DINO loss (comparable with ln K and the collapse check); KoLeo is logged apart
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=crops[0].shape[0],
                  sync_dist=True)
+        if self.hparams.koleo_weight:
+            # per global crop, as DINOv2 (per device under DDP: a neighbour must be in the same batch)
+            koleo = sum(koleo_loss(f) for f in student_features[: 2 * crops[0].shape[0]].chunk(2))
+            self.log("train/koleo", koleo, on_step=False, on_epoch=True, batch_size=crops[0].shape[0],
+                     sync_dist=True)
+            loss = loss + self.hparams.koleo_weight * koleo
         return loss
 
     def _raise_if_nonfinite(self) -> None:
