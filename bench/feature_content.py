@@ -10,6 +10,12 @@ exposure) are known. For each nuisance and attribute it prints the R^2 of a ridg
 - from the top principal components only (``--pcs``, default 10): what dominates cosine similarity, and
   so which images the k-NN vote takes as neighbours.
 Ratios trained / initial are printed last, and a table is written with ``--out FILE.json``.
+
+It also prints how concentrated each network's features are (share of the variance in the top 1 / 5 / 10
+principal components, effective rank = exp(entropy of the variance shares)) and the run's k-NN AUROC
+(cosine, k=20, T=0.07, the train people as bank) on the features as they are and after PCA whitening on
+the train people: when whitening raises the trained network's score far above the raw one, the
+information is in the features but a few dominant directions decide the cosine neighbours.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from facefd.data.sample_faces import (SAMPLE_ATTRIBUTES, draw_face, face_attribu
 from facefd.metrics.extractors import build_extractor
 from facefd.models.batchnorm import recalibrate_batchnorm
 from facefd.models.extractor import load_extractor
+from facefd.models.probe.knn import attribute_scores, knn_attribute_probabilities
 
 NUISANCES = {
     "background red": lambda v: v["background"][0], "background green": lambda v: v["background"][1],
@@ -72,6 +79,25 @@ def ridge_r2(f: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, p
     return float(1 - ((y[val] - pred) ** 2).sum() / ((y[val] - y[val].mean()) ** 2).sum())
 
 
+def spectrum(f: np.ndarray, train: np.ndarray) -> dict[str, float]:
+    """Variance shares of the top principal components of the (L2-normalised) train features."""
+    share = np.linalg.svd(f[train] - f[train].mean(0), compute_uv=False) ** 2
+    share = share / share.sum()
+    return {"top1": float(share[0]), "top5": float(share[:5].sum()), "top10": float(share[:10].sum()),
+            "effective_rank": float(np.exp(-(share * np.log(share + 1e-300)).sum()))}
+
+
+def knn_auroc(f: np.ndarray, labels: np.ndarray, train: np.ndarray, val: np.ndarray, whiten: bool) -> float:
+    """Mean k-NN AUROC over attributes, as the run's probe scores it (optionally on PCA-whitened features)."""
+    if whiten:
+        centred = f - f[train].mean(0)
+        _, s, vt = np.linalg.svd(centred[train], full_matrices=False)
+        f = centred @ vt.T / (s + 1e-3 * s[0])
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float()  # noqa: E731
+    probs = knn_attribute_probabilities(as_t(f[train]), as_t(labels[train]), as_t(f[val]))
+    return float(np.nanmean(attribute_scores(probs, as_t(labels[val]))["auroc"].numpy()))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("extractor", type=Path, help="extractor.safetensors of a train.py run on the sample set")
@@ -114,8 +140,16 @@ def main() -> None:
         means = {c: float(np.mean([max(r[c], 0.0) for r in part])) for c in cols}
         print(f"mean over {kind}s (negative R^2 as 0) | " + " | ".join(f"{means[c]:.3f}" for c in cols)
               + f" | trained/initial all {means['trained all'] / max(means['initial all'], 1e-9):.2f}x")
+    concentration = {}
+    print("network | top-1 PC share | top-5 | top-10 | effective rank | k-NN AUROC | k-NN AUROC whitened")
+    for net, f in feats.items():
+        c = {**spectrum(f, train), "knn_auroc": knn_auroc(f, labels, train, val, False),
+             "knn_auroc_whitened": knn_auroc(f, labels, train, val, True)}
+        concentration[net] = c
+        print(f"{net} | {c['top1']:.2f} | {c['top5']:.2f} | {c['top10']:.2f} | {c['effective_rank']:.1f} | "
+              f"{c['knn_auroc']:.3f} | {c['knn_auroc_whitened']:.3f}")
     if args.out:
-        args.out.write_text(json.dumps({"pcs": args.pcs, "rows": rows}, indent=1))
+        args.out.write_text(json.dumps({"pcs": args.pcs, "rows": rows, "concentration": concentration}, indent=1))
 
 
 if __name__ == "__main__":
