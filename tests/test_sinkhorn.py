@@ -70,3 +70,5 @@ def test_loss_uses_sinkhorn_targets():
     assert loss(student, teacher, 0).item() == pytest.approx(want, rel=1e-5)
     with pytest.raises(ValueError, match="centering"):
         DINOLoss(k, 4, 0.04, 0.04, 0, 1, centering="mean")
+    with pytest.raises(ValueError, match="sinkhorn_iterations"):
+        DINOLoss(k, 4, 0.04, 0.04, 0, 1, centering="sinkhorn", sinkhorn_iterations=0)

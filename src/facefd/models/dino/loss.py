@@ -79,6 +79,8 @@ class DINOLoss(nn.Module):
         super().__init__()
         if centering not in ("ema", "sinkhorn"):
             raise ValueError(f"centering must be 'ema' (DINO) or 'sinkhorn' (SwAV / DINOv2), got {centering!r}")
+        if sinkhorn_iterations < 1:
+            raise ValueError(f"sinkhorn_iterations must be at least 1, got {sinkhorn_iterations}")
         self.centering = centering
         self.sinkhorn_iterations = sinkhorn_iterations
         self.ncrops = ncrops
