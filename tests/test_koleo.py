@@ -49,10 +49,9 @@ def test_dino_step_adds_weighted_koleo_but_logs_the_dino_loss():
     batch = next(iter(crops_loader(1)))
     plain, with_koleo = tiny_module(), tiny_module(koleo_weight=0.5)
     with_koleo.load_state_dict(plain.state_dict())
-    logged = {}
+    logged: dict[int, dict] = {id(plain): {}, id(with_koleo): {}}
     for m in (plain, with_koleo):
-        m.log = lambda name, value, **kw: logged.setdefault(id(m), {}).__setitem__(name, value)  # noqa: B023
-        m.trainer = None
+        m.log = lambda name, value, _into=logged[id(m)], **kw: _into.__setitem__(name, value)
     # the two modules hold the same weights: their DINO losses agree, the total differs by 0.5 * KoLeo
     torch.manual_seed(0)
     loss_plain = plain.training_step(batch, 0)
@@ -63,4 +62,5 @@ def test_dino_step_adds_weighted_koleo_but_logs_the_dino_loss():
     koleo = koleo_loss(features[:4]) + koleo_loss(features[4:])
     assert loss_koleo.item() == pytest.approx(loss_plain.item() + 0.5 * koleo.item(), rel=1e-5)
     assert logged[id(with_koleo)]["train/loss"].item() == pytest.approx(loss_plain.item(), rel=1e-6)
+    assert "train/koleo" not in logged[id(plain)]
     assert logged[id(with_koleo)]["train/koleo"].item() == pytest.approx(koleo.item(), rel=1e-5)

@@ -134,15 +134,18 @@ def test_export_task_from_checkpoint(tmp_path, sample_root):
     torch.testing.assert_close(a(x), b(x))
 
 
-def test_ddp_two_processes_equal_one_process_with_the_full_batch(tmp_path, sample_root):
+@pytest.mark.parametrize("centering", ["ema", "sinkhorn"])
+def test_ddp_two_processes_equal_one_process_with_the_full_batch(tmp_path, sample_root, centering):
     """2 CPU processes (gloo) x batch 4 must train exactly like 1 process x batch 8: same images and
     crops (the sampler shards one seeded permutation), gradients averaged by DDP, the teacher center
-    all-reduced, the LR scaled by the total batch. LayerNorm ViT and SGD keep round-off from being
+    all-reduced (or, with Sinkhorn-Knopp targets, the prototype shares taken over the global batch), the LR
+    scaled by the total batch. LayerNorm ViT and SGD keep round-off from being
     amplified (SyncBatchNorm is GPU-only, so the sample preset's BN head is switched off here; Adam's
     normalisation magnifies 1e-9 differences)."""
     common = [*[o for o in TINY_TRAIN if not o.startswith("data.batch_size")], "backbone=vit_tiny",
               "backbone.model_name=test_vit", "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=0.5",
-              "model.freeze_last_layer=0", "model.head.use_bn=false", f"data.root={sample_root}"]
+              "model.freeze_last_layer=0", "model.head.use_bn=false", f"data.root={sample_root}",
+              f"model.centering={centering}"]
     ddp = _cli(["train.py", "trainer=ddp_sim", "data.batch_size=4", f"hydra.run.dir={tmp_path / 'ddp'}", *common], tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single = _cli(["train.py", "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}", *common], tmp_path)
