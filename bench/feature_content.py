@@ -87,6 +87,19 @@ def spectrum(f: np.ndarray, train: np.ndarray) -> dict[str, float]:
             "effective_rank": float(np.exp(-(share * np.log(share + 1e-300)).sum()))}
 
 
+def leading_direction_correlates(f: np.ndarray, train: np.ndarray, named: dict[str, np.ndarray], components: int = 2,
+                                 top: int = 3) -> list[list[tuple[str, float]]]:
+    """For each of the first principal components of the train features: the variables (attributes,
+    nuisances, image statistics) whose values correlate most with it, as (name, Pearson r)."""
+    centred = f[train] - f[train].mean(0)
+    scores = centred @ np.linalg.svd(centred, full_matrices=False)[2][:components].T
+    out = []
+    for c in range(components):
+        r = {name: float(np.corrcoef(scores[:, c], v[train])[0, 1]) for name, v in named.items() if np.std(v[train]) > 0}
+        out.append(sorted(r.items(), key=lambda kv: -abs(kv[1]))[:top])
+    return out
+
+
 def knn_auroc(f: np.ndarray, labels: np.ndarray, train: np.ndarray, val: np.ndarray, whiten: bool) -> float:
     """Mean k-NN AUROC over attributes, as the run's probe scores it (optionally on PCA-whitened features)."""
     if whiten:
@@ -148,6 +161,14 @@ def main() -> None:
         concentration[net] = c
         print(f"{net} | {c['top1']:.2f} | {c['top5']:.2f} | {c['top10']:.2f} | {c['effective_rank']:.1f} | "
               f"{c['knn_auroc']:.3f} | {c['knn_auroc_whitened']:.3f}")
+    pixels = images.float()
+    named = {**{n: targets[:, j] for j, n in enumerate(names)},
+             "image contrast (pixel std)": pixels.std(dim=(1, 2, 3)).numpy(),
+             "image brightness": pixels.mean(dim=(1, 2, 3)).numpy()}
+    for net, f in feats.items():
+        for c, correlates in enumerate(leading_direction_correlates(f, train, named)):
+            concentration[net][f"pc{c + 1}_correlates"] = correlates
+            print(f"{net} PC{c + 1} follows: " + ", ".join(f"{n} (r = {r:+.2f})" for n, r in correlates))
     if args.out:
         args.out.write_text(json.dumps({"pcs": args.pcs, "rows": rows, "concentration": concentration}, indent=1))
 
