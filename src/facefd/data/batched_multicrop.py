@@ -359,7 +359,8 @@ class BatchedMultiCrop:
         try:
             return decode_jpeg(data.cpu(), mode=ImageReadMode.RGB, device=device)
         except RuntimeError as exc:
-            name = (batch.get("path") or [""] * (i + 1))[i] or f"item {i} of the batch"
+            paths = batch.get("path") or []
+            name = paths[i] if i < len(paths) and paths[i] else f"item {i} of the batch"
             raise OSError(f"cannot decode JPEG {name} on {device}: {exc} (data.check_images=true finds such files "
                           "before training; data.train_transform.decode=loader decodes with PIL)") from exc
 
@@ -373,6 +374,8 @@ class BatchedMultiCrop:
         b, n = params.shape[:2]
         flat = params.transpose(0, 1).reshape(n * b, NUM_PARAMS)  # crop-major: crop c of image i at c * b + i
         owners = torch.arange(b).repeat(n)
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
         crops = []
         for first, last, size, kernel in ((0, 2, self.recipe.global_crop_size, self.global_kernel),
                                           (2, n, self.recipe.local_crop_size, self.local_kernel)):
@@ -385,7 +388,5 @@ class BatchedMultiCrop:
             x = apply_to_rows(x, p[:, GRAY] > 0, p, lambda v, q: rgb_to_gray(v).expand_as(v))
             x = apply_to_rows(x, p[:, SIGMA] > 0, p[:, SIGMA], lambda v, sigma: gaussian_blur(v, sigma, kernel))
             x = apply_to_rows(x, p[:, SOLARIZE] > 0, p, lambda v, q: torch.where(v >= SOLARIZE_THRESHOLD, 1 - v, v))
-            mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
-            std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
             crops.extend(((x - mean) / std).view(last - first, b, 3, size, size).unbind(0))
         return list(crops)
