@@ -154,3 +154,33 @@ def test_the_default_presets_precision_trains_and_scores(tmp_path, sample_root):
     scores = {int(r["epoch"]): float(r["val/knn_auroc"]) for r in rows if r.get("val/knn_auroc")}
     assert len(losses) == 2 and np.isfinite(losses).all()
     assert sorted(scores) == [-1, 0, 1] and all(0.0 < v <= 1.0 for v in scores.values())
+
+
+def test_quick_vit_preset_trains_and_exports_the_vit_it_trained(tmp_path, sample_root):
+    """experiment=quick_vit: the quick recipe with a ViT-Ti of 8-px patches sized to the global crop. A short
+    run trains it, and the exported extractor rebuilds the ViT it trained (patch size, depth and image size
+    read back from the card) with the teacher's weights from the run's last checkpoint."""
+    from hydra.utils import instantiate
+
+    from facefd import load_extractor
+
+    preset = compose_train(tmp_path, ["experiment=quick_vit"], sample_root, tiny_run=False)
+    b = preset.backbone
+    assert (b.model_name, b.patch_size, b.depth, b.img_size) == ("vit_tiny_patch16_224", 8, 6, 64)
+    assert preset.model.optimizer.lr == 0.01 and preset.model.head.out_dim == 1024  # the rest is experiment=quick
+    assert instantiate(preset.model).embed_dim == 192
+
+    cfg = compose_train(tmp_path, ["experiment=quick_vit", "backbone.model_name=vit_tiny_patch16_224", "backbone.depth=2",
+                                   "trainer.max_epochs=1", "trainer.limit_train_batches=3", "precision=32-true"],
+                        sample_root)
+    assert cfg.backbone.img_size == cfg.data.train_transform.global_crop_size == 32
+    run(cfg)
+    extractor = load_extractor(tmp_path / "extractor" / "extractor.safetensors")
+    vit = extractor.backbone
+    assert extractor.num_features == 192 and len(vit.blocks) == 2 and tuple(vit.patch_embed.proj.kernel_size) == (8, 8)
+    state = torch.load(next((tmp_path / "checkpoints").glob("last*.ckpt")), map_location="cpu", weights_only=False)["state_dict"]
+    teacher = {k[len("teacher.backbone."):]: v for k, v in state.items() if k.startswith("teacher.backbone.")}
+    exported = vit.state_dict()
+    assert teacher.keys() == exported.keys() and all(torch.equal(teacher[k], exported[k]) for k in teacher)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert extractor(images).shape == (2, 192)
