@@ -23,18 +23,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from feature_content import draw_set, knn_auroc  # noqa: E402
+from feature_content import draw_set, features, knn_auroc  # noqa: E402
 
 from facefd.data.sample_faces import SAMPLE_ATTRIBUTES  # noqa: E402
 from facefd.metrics.extractors import build_extractor  # noqa: E402
 from facefd.models.batchnorm import recalibrate_batchnorm  # noqa: E402
-
-
-def unit_features(extractor: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
-    extractor.eval()
-    with torch.no_grad():
-        f = torch.cat([extractor(images[i:i + 256]) for i in range(0, len(images), 256)]).double().numpy()
-    return f / np.linalg.norm(f, axis=1, keepdims=True)
 
 
 def main() -> None:
@@ -52,8 +45,8 @@ def main() -> None:
     backbone = extractor.backbone.requires_grad_(True)  # extractors come frozen
     train_images = images[torch.from_numpy(np.flatnonzero(train))]
     train_labels = torch.from_numpy(labels[train]).float()
-    recalibrate_batchnorm(backbone, [extractor.preprocess(train_images[i:i + 256]) for i in range(0, len(train_images), 256)][:20])
-    print(f"epoch -1 (the DINO run's start) | k-NN AUROC {knn_auroc(unit_features(extractor, images), labels, train, val, False):.3f}")
+    recalibrate_batchnorm(backbone, [extractor.preprocess(train_images[i:i + 256]) for i in range(0, len(train_images), 256)])
+    print(f"epoch -1 (the DINO run's start) | k-NN AUROC {knn_auroc(features(extractor, images), labels, train, val, False):.3f}")
 
     torch.manual_seed(args.seed)
     head = torch.nn.Linear(extractor.num_features, len(SAMPLE_ATTRIBUTES))
@@ -72,7 +65,8 @@ def main() -> None:
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        score = knn_auroc(unit_features(extractor, images), labels, train, val, False)
+        backbone.eval()
+        score = knn_auroc(features(extractor, images), labels, train, val, False)
         print(f"epoch {epoch} | train BCE {np.mean(losses):.3f} | k-NN AUROC {score:.3f} | {time.perf_counter() - start:.0f} s",
               flush=True)
 

@@ -115,9 +115,10 @@ class DINOLoss(nn.Module):
                 n_loss_terms += 1
         total_loss = total_loss / n_loss_terms
 
-        self._accumulate_center(teacher_output)
-        if not self.defer_center_update:
-            self.apply_center_update()
+        if self.centering == "ema":  # Sinkhorn-Knopp targets need no center: no sums, no all-reduce per step
+            self._accumulate_center(teacher_output)
+            if not self.defer_center_update:
+                self.apply_center_update()
         return total_loss
 
     @torch.no_grad()
