@@ -151,6 +151,9 @@ def test_ddp_two_processes_equal_one_process_with_the_full_batch(tmp_path, sampl
     single = _cli(["train.py", "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}", *common], tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
     a, b = _state(tmp_path / "ddp" / "checkpoints" / "last.ckpt"), _state(tmp_path / "single" / "checkpoints" / "last.ckpt")
-    assert torch.count_nonzero(b["criterion.center"]) > 0
+    if centering == "ema":
+        assert torch.count_nonzero(b["criterion.center"]) > 0  # the center moved, so comparing it means something
+    else:  # Sinkhorn-Knopp targets keep no center: the weights below carry the global-batch shares
+        assert torch.count_nonzero(b["criterion.center"]) == 0
     for key in b:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
