@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 
 from facefd.metrics.frechet_metric import FDD, FrechetDistance
+from facefd.utils.distributed import destroy_process_group_at_exit
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class FDDCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.metric.to(pl_module.device)
+        destroy_process_group_at_exit()
 
     def _share(self, trainer: pl.Trainer) -> int:
         world, rank = trainer.world_size, trainer.global_rank

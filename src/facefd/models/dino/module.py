@@ -23,6 +23,7 @@ from facefd.models.dino.koleo import koleo_loss
 from facefd.models.dino.loss import DINOLoss, teacher_temperature_schedule
 from facefd.models.dino.schedules import cosine_schedule
 from facefd.models.optim import clip_gradients_per_parameter, regularization_groups
+from facefd.utils.distributed import destroy_process_group_at_exit
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ class DINOModule(pl.LightningModule):
 
     # ----------------------------------------------------------------------------- training
     def on_fit_start(self) -> None:
+        destroy_process_group_at_exit()
         hp = self.hparams
         self.criterion.teacher_temp_schedule = teacher_temperature_schedule(
             hp.warmup_teacher_temp, hp.teacher_temp, hp.warmup_teacher_temp_epochs, self._max_epochs()

@@ -24,6 +24,7 @@ from torchmetrics.classification import (
 
 from facefd.models.backbone import factory_spec, partial_from_spec
 from facefd.models.probe.heads import ProbeHeads
+from facefd.utils.distributed import destroy_process_group_at_exit
 
 _STAGES = ("val", "test", "extra_test")
 
@@ -54,6 +55,7 @@ class ProbeModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ built from the data
     def setup(self, stage: str) -> None:
+        destroy_process_group_at_exit()
         if self.heads is not None:
             return
         dm = self.trainer.datamodule
