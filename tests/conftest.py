@@ -18,6 +18,9 @@ CONF = ROOT / "conf"
 
 # A DINO small enough for a CPU test: timm's 96-d test_resnet, 32 px crops, tiny head, 3 batches of 8.
 TINY_TRAIN = [
+    # the quick recipe on a tiny ResNet (the default backbone is a ViT; a test that picks its own
+    # backbone group drops this choice, see compose_train)
+    "backbone=resnet18",
     "backbone.model_name=test_resnet",
     "model.head.out_dim=128",
     "model.head.hidden_dim=64",
@@ -60,6 +63,8 @@ def compose_train(tmp_path: Path, overrides: list[str], sample_root: Path | None
     GlobalHydra.instance().clear()
     extra = [f"data.root={sample_root}"] if sample_root is not None else []
     tiny = TINY_TRAIN if tiny_run else []
+    if any(o.startswith("backbone=") for o in overrides):  # the test's own backbone group, not the tiny ResNet
+        tiny = [o for o in tiny if not o.startswith(("backbone=", "backbone.model_name="))]
     if tiny_run and any(o.startswith("data=") for o in overrides):  # a real folder: drop the sample-set generator settings
         tiny = [o for o in TINY_TRAIN if not o.startswith(("data.num_images", "data.image_size"))]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):

@@ -123,15 +123,16 @@ def _split_labels(root):
     return pick("0"), pick("1")
 
 
-def test_random_extractor_is_the_network_the_default_run_starts_from(tmp_path):
-    """`random:resnet18` rows in tables are the default DINO run's own initialisation (seed 0), weight for weight,
-    with residual blocks switched on as in the reference (not timm's zero-initialised last BN scale)."""
+def test_random_extractor_is_the_network_the_resnet_run_starts_from(tmp_path):
+    """`random:resnet18` rows in tables are the ResNet-18 run's own initialisation (`python train.py
+    backbone=resnet18`, seed 0), weight for weight, with residual blocks switched on as in the reference (not
+    timm's zero-initialised last BN scale)."""
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
     from facefd.metrics.extractors import timm_extractor
 
-    cfg = compose_train(tmp_path, [], tiny_run=False)
+    cfg = compose_train(tmp_path, ["backbone=resnet18"], tiny_run=False)
     pl.seed_everything(cfg.seed)
     instantiate(cfg.data)
     start = instantiate(cfg.model).student["backbone"].state_dict()
@@ -156,21 +157,28 @@ def test_the_default_presets_precision_trains_and_scores(tmp_path, sample_root):
     assert sorted(scores) == [-1, 0, 1] and all(0.0 < v <= 1.0 for v in scores.values())
 
 
-def test_quick_vit_preset_trains_and_exports_the_vit_it_trained(tmp_path, sample_root):
-    """experiment=quick_vit: the quick recipe with a ViT-Ti of 8-px patches sized to the global crop. A short
-    run trains it, and the exported extractor rebuilds the ViT it trained (patch size, depth and image size
-    read back from the card) with the teacher's weights from the run's last checkpoint."""
+def test_default_run_is_the_quick_recipe_on_a_small_vit_that_trains_and_exports(tmp_path, sample_root):
+    """The default run (and experiment=quick_vit, its name): the quick recipe with a ViT-Ti of 8-px patches
+    and 6 blocks sized to the global crop; backbone=resnet18 swaps in the ResNet-18 without ViT keys. A short
+    run trains the ViT, and the exported extractor rebuilds the ViT it trained (patch size, depth and image
+    size read back from the card) with the teacher's weights from the run's last checkpoint."""
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from facefd import load_extractor
 
-    preset = compose_train(tmp_path, ["experiment=quick_vit"], sample_root, tiny_run=False)
+    preset = compose_train(tmp_path, [], sample_root, tiny_run=False)
+    named = compose_train(tmp_path, ["experiment=quick_vit"], sample_root, tiny_run=False)
+    assert OmegaConf.to_container(preset.model, resolve=True) == OmegaConf.to_container(named.model, resolve=True)
     b = preset.backbone
     assert (b.model_name, b.patch_size, b.depth, b.img_size) == ("vit_tiny_patch16_224", 8, 6, 64)
     assert preset.model.optimizer.lr == 0.01 and preset.model.head.out_dim == 1024  # the rest is experiment=quick
     assert instantiate(preset.model).embed_dim == 192
+    resnet = compose_train(tmp_path, ["backbone=resnet18"], sample_root, tiny_run=False)
+    assert resnet.backbone.model_name == "resnet18" and "patch_size" not in resnet.backbone
+    assert resnet.model.optimizer.lr == 0.01 and resnet.model.head.out_dim == 1024
 
-    cfg = compose_train(tmp_path, ["experiment=quick_vit", "backbone.model_name=vit_tiny_patch16_224", "backbone.depth=2",
+    cfg = compose_train(tmp_path, ["experiment=quick_vit", "backbone=vit_tiny8", "backbone.depth=2",
                                    "trainer.max_epochs=1", "trainer.limit_train_batches=3", "precision=32-true"],
                         sample_root)
     assert cfg.backbone.img_size == cfg.data.train_transform.global_crop_size == 32
