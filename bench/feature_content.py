@@ -1,5 +1,6 @@
 """What do a network's features encode on the sample set? The exported extractor of a DINO run against the
-network the run started from (``random:resnet18``, BN recalibrated on the train split as the run's epoch -1).
+network the run started from (``random:resnet18``, BN recalibrated on the train split as the run's epoch -1), for a
+run of the ResNet-18 recipe (``python train.py backbone=resnet18``).
 
     python bench/feature_content.py outputs/train/runs/<time>/extractor/extractor.safetensors
 
@@ -114,7 +115,7 @@ def knn_auroc(f: np.ndarray, labels: np.ndarray, train: np.ndarray, val: np.ndar
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("extractor", type=Path, help="extractor.safetensors of a train.py run on the sample set")
-    p.add_argument("--initial", default="random:resnet18", help="the run's initial network (default run: random:resnet18)")
+    p.add_argument("--initial", default="random:resnet18", help="the run's initial network (the ResNet-18 run: random:resnet18)")
     p.add_argument("--num-images", type=int, default=3000)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="the sample set's generator seed")

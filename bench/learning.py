@@ -2,6 +2,7 @@
 exported features with its own initial network (BN recalibrated), both measured in the same run.
 
     python bench/learning.py                   # the default run, seeds 0 1 2
+    python bench/learning.py -- backbone=resnet18   # the same recipe on the ResNet-18
     python bench/learning.py --seeds 5 -- trainer.max_epochs=30   # any train.py overrides after --
 
 Prints one row per seed (initial -> final k-NN AUROC, balanced accuracy and accuracy, the linear probe's

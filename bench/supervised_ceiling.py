@@ -4,8 +4,8 @@ the labels* instead, scored with the same k-NN protocol.
     python bench/supervised_ceiling.py                 # 8 epochs, about 2 minutes on 2 CPU cores
     python bench/supervised_ceiling.py --epochs 3
 
-A ResNet-18 from the default run's random start (``random:resnet18``: seed 0, residual blocks switched on)
-is trained end to end with binary cross-entropy on the 13 attributes of the train people (horizontal flips,
+A ResNet-18 from the random start of ``train.py backbone=resnet18`` (``random:resnet18``: seed 0, residual
+blocks switched on) is trained end to end with binary cross-entropy on the 13 attributes of the train people (horizontal flips,
 AdamW), and after every epoch its pooled features are scored as the run's probe scores them: cosine k-NN,
 k=20, T=0.07, the train people as the bank, AUROC on the val people, mean over attributes. Epoch -1 is the
 start (BN recalibrated on the train split, as the run's epoch -1). This is not a target for DINO (it sees no

@@ -159,7 +159,7 @@ def test_the_default_presets_precision_trains_and_scores(tmp_path, sample_root):
 
 def test_default_run_is_the_quick_recipe_on_a_small_vit_that_trains_and_exports(tmp_path, sample_root):
     """The default run (and experiment=quick_vit, its name): the quick recipe with a ViT-Ti of 8-px patches
-    and 6 blocks sized to the global crop; backbone=resnet18 swaps in the ResNet-18 without ViT keys. A short
+    and 5 blocks sized to the global crop; backbone=resnet18 swaps in the ResNet-18 without ViT keys. A short
     run trains the ViT, and the exported extractor rebuilds the ViT it trained (patch size, depth and image
     size read back from the card) with the teacher's weights from the run's last checkpoint."""
     from hydra.utils import instantiate
@@ -171,7 +171,7 @@ def test_default_run_is_the_quick_recipe_on_a_small_vit_that_trains_and_exports(
     named = compose_train(tmp_path, ["experiment=quick_vit"], sample_root, tiny_run=False)
     assert OmegaConf.to_container(preset.model, resolve=True) == OmegaConf.to_container(named.model, resolve=True)
     b = preset.backbone
-    assert (b.model_name, b.patch_size, b.depth, b.img_size) == ("vit_tiny_patch16_224", 8, 6, 64)
+    assert (b.model_name, b.patch_size, b.depth, b.img_size) == ("vit_tiny_patch16_224", 8, 5, 64)
     assert preset.model.optimizer.lr == 0.01 and preset.model.head.out_dim == 1024  # the rest is experiment=quick
     assert instantiate(preset.model).embed_dim == 192
     resnet = compose_train(tmp_path, ["backbone=resnet18"], sample_root, tiny_run=False)
