@@ -65,8 +65,8 @@ def compose_train(tmp_path: Path, overrides: list[str], sample_root: Path | None
     tiny = TINY_TRAIN if tiny_run else []
     if any(o.startswith("backbone=") for o in overrides):  # the test's own backbone group, not the tiny ResNet
         tiny = [o for o in tiny if not o.startswith(("backbone=", "backbone.model_name="))]
-    if tiny_run and any(o.startswith("data=") for o in overrides):  # a real folder: drop the sample-set generator settings
-        tiny = [o for o in TINY_TRAIN if not o.startswith(("data.num_images", "data.image_size"))]
+    if any(o.startswith("data=") for o in overrides):  # a real folder: drop the sample-set generator settings
+        tiny = [o for o in tiny if not o.startswith(("data.num_images", "data.image_size"))]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(config_name="train", overrides=tiny + extra + overrides, return_hydra_config=True)
     with open_dict(cfg):

@@ -9,18 +9,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from facefd.metrics import FrechetDistance
+from facefd.utils.distributed import destroy_process_group_if_initialized
 
 
-def _destroy_process_group() -> None:
-    """Lightning destroys only NCCL groups at exit; a gloo group left to the interpreter's teardown
-    can abort a rank ("terminate called without an active exception", SIGABRT) once in many runs,
-    the upstream race PyTorch's own gloo tests avoid the same way (pytorch/pytorch#65513). Spawned
-    and re-launched ranks both import this module, so each registers the clean-up."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-atexit.register(_destroy_process_group)
+# Lightning destroys only NCCL groups at exit, and a gloo group left to the interpreter's teardown can abort a
+# rank (facefd.utils.distributed). The plain metric registers no clean-up, so the user's script does: spawned
+# and re-launched ranks both import this module.
+atexit.register(destroy_process_group_if_initialized)
 
 
 class PooledColour(nn.Module):

@@ -177,7 +177,7 @@ class KNNProbe(pl.Callback):
         metrics[f"{self.prefix}/majority_acc"] = result["mean"]["majority_acc"]
         for logger in trainer.loggers:  # epoch -1: a row of its own, before any training step
             logger.log_metrics({**metrics, "epoch": INITIAL_EPOCH}, step=0)
-        log.info("initial network (BN recalibrated on the train split): %s %s %.3f", self.method, self.score,
+        log.info("initial network (its BatchNorm, if any, recalibrated on the train split): %s %s %.3f", self.method, self.score,
                  result["mean"][self.score])
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

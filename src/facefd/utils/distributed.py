@@ -20,10 +20,12 @@ def destroy_process_group_at_exit() -> None:
     global _registered
     if _registered or not (dist.is_available() and dist.is_initialized()):
         return
-    atexit.register(_destroy_if_initialized)
+    atexit.register(destroy_process_group_if_initialized)
     _registered = True
 
 
-def _destroy_if_initialized() -> None:
+def destroy_process_group_if_initialized() -> None:
+    """Destroy the default process group if one is up (an atexit hook for code that registers before any
+    group exists, such as a module spawned ranks import)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
