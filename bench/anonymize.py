@@ -25,7 +25,7 @@ from tiny_sd import build_tiny_pipeline  # noqa: E402
 
 from facefd.anonymize import Anonymizer  # noqa: E402
 from facefd.anonymize.attributes import FixedAttributes  # noqa: E402
-from facefd.anonymize.faces import WholeImage  # noqa: E402
+from facefd.models.faces import WholeImage  # noqa: E402
 from facefd.anonymize.pipeline import TextToImage, load_pipeline  # noqa: E402
 from facefd.anonymize.prompts import build_prompts  # noqa: E402
 
@@ -62,7 +62,7 @@ def main() -> None:
             Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(src / f"{i:04d}.png")
     prompts = build_prompts(ATTRS)
     if args.detector == "dlib":
-        from facefd.anonymize.faces import DlibDetector
+        from facefd.models.faces import DlibDetector
 
         detector = DlibDetector()
     else:

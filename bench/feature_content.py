@@ -144,7 +144,7 @@ def main() -> None:
             row[f"{net} all"] = ridge_r2(f, targets[:, j], train, val, None)
             row[f"{net} top{args.pcs}"] = ridge_r2(f, targets[:, j], train, val, args.pcs)
         rows.append(row)
-    cols = [f"initial all", f"trained all", f"initial top{args.pcs}", f"trained top{args.pcs}"]
+    cols = ["initial all", "trained all", f"initial top{args.pcs}", f"trained top{args.pcs}"]
     print(f"R^2 on {int(val.sum())} val photos ({int(n_people * 0.1)} people), ridge fitted on {int(train.sum())} train photos")
     print("variable | kind | " + " | ".join(cols))
     for row in rows:

@@ -1,4 +1,5 @@
 """python -m facefd ...: the same as the installed facefd command."""
 from facefd.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

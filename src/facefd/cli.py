@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 USAGE = """usage: facefd {train,evaluate,anonymize} [hydra overrides]   (same as train.py / evaluate.py / anonymize.py)
-       facefd fd A B [--metric NAME@FILE] [--batch-size N] [--device cuda] [--num-samples N] [--save-stats OUT.npz]
-       facefd fd A --save-stats OUT.npz [--metric NAME@FILE] [--format facefd|pytorch-fid]
+       facefd fd A B [--extractor NAME@FILE] [--batch-size N] [--device cuda] [--num-samples N] [--save-stats OUT.npz]
+       facefd fd A --save-stats OUT.npz [--extractor NAME@FILE] [--format facefd|pytorch-fid]
 Outputs go to ./outputs (the current folder, or FACEFD_ROOT)."""
 
 APPS = {"train": ("train", "facefd.train"), "evaluate": ("evaluate", "facefd.evaluation"),
@@ -48,9 +48,10 @@ def fd_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facefd fd", description="Fréchet distance between two image folders or "
                                 "statistics files (.npz), printed like python -m pytorch_fid.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="two folders / .npz files (one folder with --save-stats)")
-    p.add_argument("--metric", default="fdd@extractor/extractor.safetensors",
+    p.add_argument("--extractor", default="fdd@extractor/extractor.safetensors",
                    help="fdd@EXTRACTOR (default: ./extractor/extractor.safetensors), fid@pt_inception-2015-12-05-"
                         "6726825d.pth, timm:NAME@WEIGHTS, random:NAME")
+    p.add_argument("--metric", default=None, help="deprecated name of --extractor")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--num-workers", type=int, default=None,
                    help="data loader workers (default: 0 on the CPU, where workers take cores from the model; 2 on a GPU)")
@@ -61,38 +62,37 @@ def fd_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("facefd", "pytorch-fid"), default="facefd",
                    help="--save-stats file format: facefd (mean/cov) or pytorch-fid / clean-fid (mu/sigma)")
     p.add_argument("--assume-extractor", action="store_true",
-                   help="read pytorch-fid / clean-fid .npz files (no fingerprint) as made with --metric's extractor")
+                   help="read pytorch-fid / clean-fid .npz files (no fingerprint) as made with --extractor's extractor")
     p.add_argument("--skip-bad-images", action="store_true", help="report unreadable images and go on")
     p.add_argument("--trust-code", action="store_true", help="let an extractor card name code outside the allow-list")
     return p
 
 
 def fd_main(argv: Sequence[str]) -> float | None:
-    from facefd.evaluation.folder_stats import distance, folder_statistics
-    from facefd.evaluation.probe_table import parse_extractor_entry
-    from facefd.metrics import FrechetDistance
-    from facefd.metrics.extractors import build_extractor
-    from facefd.models.backbone import trusting_code
-    from facefd.utils.checks import check_statistics_source, check_writable
-    from facefd.utils.device import resolve_device
+    """``facefd fd``: the same functions as ``evaluate.py task=fd`` / ``task=stats``, with pytorch-fid's output."""
     from facefd.utils.entry import report_user_errors
-    from facefd.utils.threads import limit_threads_to_cpu_quota
 
     parser = fd_parser()
     args = parser.parse_args(argv)
     if len(args.paths) > 2 or (len(args.paths) == 1 and not args.save_stats):
         parser.error("give two folders / .npz files (or one folder with --save-stats OUT.npz)")
+    if args.metric is not None:
+        print("warning: --metric is deprecated; use --extractor", file=sys.stderr)
+    entry = args.metric or args.extractor
 
     @report_user_errors
     def main() -> float | None:
+        from facefd.evaluation.tasks import fd, stats
+        from facefd.metrics.extractors import build_extractor, parse_extractor_entry
+        from facefd.metrics.frechet_metric import FrechetDistance
+        from facefd.utils.device import resolve_device
+        from facefd.utils.settings import trusting_code
+        from facefd.utils.threads import limit_threads_to_cpu_quota
+
         limit_threads_to_cpu_quota()
         a, b = args.paths[0], (args.paths[1] if len(args.paths) == 2 else None)
-        for source in (a, b):
-            if source is not None:
-                check_statistics_source(source)
-        if args.save_stats:
-            check_writable(args.save_stats)
-        _, name, path = parse_extractor_entry(args.metric)
+        fd.check_sources(a, b, args.save_stats)  # before the extractor loads
+        _, name, path = parse_extractor_entry(entry)
         with trusting_code(args.trust_code):
             extractor = build_extractor(name, path)
         device = resolve_device(args.device)
@@ -101,13 +101,11 @@ def fd_main(argv: Sequence[str]) -> float | None:
         loader = dict(batch_size=args.batch_size, num_workers=workers, skip_bad_images=args.skip_bad_images,
                       max_images=args.num_samples)
         if args.save_stats:
-            stats = folder_statistics(metric, a, **loader)
-            metric.save_reference(args.save_stats, metadata=stats.metadata, format=args.format)
-            print(f"{args.save_stats}: {stats.count} images, {stats.mean.shape[0]}-d features ({args.format})")
+            stats.save_statistics(metric, a, args.save_stats, format=args.format, **loader)
             if b is None:
                 return None
             a = args.save_stats  # the statistics just made
-        result = distance(metric, a, b, assume_extractor=args.assume_extractor, **loader)
+        result = fd.compute(metric, a, b, assume_extractor=args.assume_extractor, **loader)
         print(f"FD: {result['fd']}")  # full precision, as python -m pytorch_fid prints it
         return result["fd"]
 

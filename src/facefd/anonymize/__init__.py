@@ -1,34 +1,10 @@
 """Attribute-preserving face anonymization with a text-to-image model (Piano et al. 2024)."""
-from __future__ import annotations
+from facefd.utils.lazy import lazy_names
 
-import logging
-from typing import Any
-
-from facefd.anonymize.anonymizer import Anonymizer, PrivacyGuard, seed_for
-from facefd.anonymize.prompts import Prompts, attribute_phrase, build_prompts
-from facefd.utils.entry import entry_point
-from facefd.data.images import list_images
-from facefd.utils.checks import check_writable
-from facefd.utils.errors import ConfigError
-
-log = logging.getLogger(__name__)
-
-
-@entry_point
-def run(cfg: Any) -> dict[str, int]:
-    """``python anonymize.py input=DIR output=DIR anonymizer=...``: build the anonymizer and run it."""
-    from hydra.utils import instantiate
-
-    for key in ("input", "output"):
-        if not cfg.get(key):
-            raise ConfigError(f"anonymize.py needs {key}=<folder>")
-    list_images(cfg.input)  # the input has images and the output can be written: before any model loads
-    check_writable(cfg.output, is_file=False)
-    anonymizer: Anonymizer = instantiate(cfg.anonymizer)
-    counts = anonymizer.run(cfg.input, cfg.output)
-    print(f"anonymized {counts['anonymized']}, no face {counts['no_face']}, errors {counts['error']}, "
-          f"already done {counts['skipped']}; manifest: {cfg.output}/{anonymizer.manifest_name}")
-    return counts
-
-
-__all__ = ["Anonymizer", "PrivacyGuard", "Prompts", "attribute_phrase", "build_prompts", "run", "seed_for"]
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "Anonymizer": "facefd.anonymize.anonymizer", "PrivacyGuard": "facefd.anonymize.anonymizer",
+    "seed_for": "facefd.anonymize.anonymizer",
+    "Prompts": "facefd.anonymize.prompts", "attribute_phrase": "facefd.anonymize.prompts",
+    "build_prompts": "facefd.anonymize.prompts",
+    "run": "facefd.anonymize.app",
+})

@@ -23,9 +23,10 @@ from typing import Any, Callable, Optional, Sequence
 from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 
-from facefd.anonymize.faces import Box, FaceDetector, biggest_face, expand_square, paste_face
+from facefd.models.faces import Box, FaceDetector, biggest_face, expand_square, paste_face
 from facefd.anonymize.prompts import CLIP_CONTENT_TOKENS, Prompts, build_prompts, clip_token_counter
 from facefd.data.images import list_images, load_rgb
+from facefd.data.manifest import read_manifest
 from facefd.utils.errors import UserError
 from facefd.utils.files import atomic_path, json_safe
 
@@ -39,25 +40,6 @@ ON_NO_FACE = ("skip", "blur", "copy")
 
 class OutputNameClashError(UserError, ValueError):
     """Two inputs would be written to the same output file."""
-
-
-def read_manifest(path: Path) -> list[dict[str, Any]]:
-    """Records of ``manifest.jsonl``; a line cut off by a killed run (or any non-JSON line) is skipped
-    with a warning that names the file and line."""
-    records = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s:%d is not a complete JSON record (a run cut off while writing?); skipped", path, n)
-            continue
-        if isinstance(rec, dict) and "key" in rec:
-            records.append(rec)
-        else:
-            log.warning("%s:%d is not a manifest record; skipped", path, n)
-    return records
 
 
 def save_clean(image: Image.Image, path: Path) -> dict[str, Any]:
@@ -121,13 +103,29 @@ class _ImageJob:
 
 
 class Anonymizer:
-    """Args:
+    """Folder -> folder anonymization (Piano et al.): each photo's face is replaced by a generated one
+    whose prompt keeps its attributes; a manifest records every image, and a re-run resumes.
+
+    Args:
         generator: ``(positives, negatives, seeds) -> images`` (a :class:`TextToImage`).
         attributes: ``(face crop) -> {attribute: p, "age": ..., "ethnicity": ...}``.
         detector: ``(image) -> [Box]`` (dlib by default in the configs).
         mode: ``portrait`` (the paper: a new square portrait) or ``paste`` (the new face blended into the
             original photo through a soft mask; background and pose survive).
         faces: ``biggest`` (the paper) or ``all`` (paste mode only).
+
+    Example:
+        With the Stable Diffusion pipeline of ``conf/anonymizer/realistic_vision.yaml`` (weights from the
+        Hugging Face hub, so not run here):
+
+        >>> from facefd.anonymize import Anonymizer
+        >>> from facefd.anonymize.pipeline import TextToImage, load_pipeline
+        >>> from facefd.models.faces import DlibDetector
+        >>> anonymizer = Anonymizer(TextToImage(load_pipeline("SG161222/Realistic_Vision_V5.1_noVAE")),
+        ...                         attributes=lambda face: {"Male": 0.9, "age": 30}, detector=DlibDetector())
+        ...                         # doctest: +SKIP
+        >>> anonymizer.run("photos", "anonymized")  # doctest: +SKIP
+        {'anonymized': 60, 'no_face': 0, 'error': 0, 'skipped': 0}
     """
 
     def __init__(self, generator: Callable[..., list[Image.Image]], attributes: Callable[[Image.Image], dict],
@@ -194,7 +192,7 @@ class Anonymizer:
             return
         faces = [(j, f) for j in jobs for f in j.faces]
         originals = {id(f): guard.embedder.embed(j.original, f.box) for j, f in faces}
-        for attempt in range(guard.max_tries):
+        for _attempt in range(guard.max_tries):
             retry = []
             for _, f in faces:
                 ref = originals[id(f)]

@@ -118,6 +118,21 @@ def build_prompts(attributes: Mapping[str, Any], count_tokens: Optional[Callable
     "ethnicity": name | {name: p}}``. ``count_tokens(text)`` counts content tokens (no start/end);
     with it and ``long_prompts="truncate"`` the least certain attributes are dropped until both
     prompts fit ``max_tokens``; ``"chunk"`` keeps everything (the encoder must chunk).
+
+    Args:
+        attributes: one face's attribute probabilities, age and ethnicity.
+        count_tokens: counts a text's content tokens (CLIP's tokenizer); ``None``: no limit.
+        max_tokens: the token budget of each prompt.
+        long_prompts: ``truncate`` or ``chunk``.
+
+    Returns:
+        A :class:`Prompts` with the ``positive`` and ``negative`` prompt.
+
+    Example:
+        >>> from facefd.anonymize import build_prompts
+        >>> prompts = build_prompts({"Male": 0.9, "Blond_Hair": 0.8, "Eyeglasses": 0.1, "age": 30})
+        >>> "blond hair" in prompts.positive, "eyeglasses" in prompts.negative
+        (True, True)
     """
     if long_prompts not in ("truncate", "chunk"):
         raise ValueError(f"long_prompts must be 'truncate' or 'chunk', got {long_prompts!r}")

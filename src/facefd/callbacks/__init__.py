@@ -1,7 +1,7 @@
-"""Lightning callbacks."""
-from facefd.callbacks.export import ExportExtractor
-from facefd.callbacks.export_probe import ExportProbeHeads
-from facefd.callbacks.fdd import FDDCallback
-from facefd.callbacks.knn_probe import KNNProbe
+"""Lightning callbacks: extractor and probe-head export, the k-NN probe, FDD during training."""
+from facefd.utils.lazy import lazy_names
 
-__all__ = ["ExportExtractor", "ExportProbeHeads", "FDDCallback", "KNNProbe"]
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "ExportExtractor": "facefd.callbacks.export", "ExportProbeHeads": "facefd.callbacks.export_probe",
+    "FDDCallback": "facefd.callbacks.fdd", "KNNProbe": "facefd.callbacks.knn_probe",
+})

@@ -35,6 +35,18 @@ class FDDCallback(pl.Callback):
         num_samples: images per evaluation (FD depends on N: keep it fixed across a run).
         metric: the ``FrechetDistance`` to use; or ``extractor_path`` for :class:`FDD`.
         sample_fn: ``(pl_module, n) -> images`` (uint8, or float in [0, 1]); default ``pl_module.sample(n)``.
+        every_n_epochs: evaluate every this many validation epochs.
+        extractor_path: an exported extractor; the callback builds :class:`facefd.FDD` on it.
+        name: the logged key.
+
+    Example:
+        >>> import lightning.pytorch as pl
+        >>> from facefd import FDDCallback
+        >>> callback = FDDCallback(tiny_stats, num_samples=64, extractor_path=tiny_extractor, name="val/fdd")
+        >>> trainer = pl.Trainer(callbacks=[callback], max_epochs=1, logger=False, enable_checkpointing=False,
+        ...                      enable_progress_bar=False, enable_model_summary=False)
+        >>> callback.name
+        'val/fdd'
     """
 
     def __init__(self, reference: str | Path, num_samples: int, every_n_epochs: int = 1,

@@ -1,12 +1,11 @@
 """Data: image folders, CelebA-style labels, DINO multi-crop, the embedded sample face set."""
-from facefd.data.datamodule import FaceImageDataModule, SampleFacesDataModule
-from facefd.data.dataset import FaceImageDataset
-from facefd.data.images import BadImagesError, ImageFolderError, list_images, load_rgb
-from facefd.data.sample_faces import SAMPLE_ATTRIBUTES, generate_sample_faces
-from facefd.data.transforms import EvalTransform, MultiCropAugmentation
+from facefd.utils.lazy import lazy_names
 
-__all__ = [
-    "BadImagesError", "EvalTransform", "FaceImageDataModule", "FaceImageDataset", "ImageFolderError",
-    "MultiCropAugmentation", "SAMPLE_ATTRIBUTES", "SampleFacesDataModule", "generate_sample_faces",
-    "list_images", "load_rgb",
-]
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "BadImagesError": "facefd.data.images", "ImageFolderError": "facefd.data.images",
+    "list_images": "facefd.data.images", "load_rgb": "facefd.data.images",
+    "EvalTransform": "facefd.data.transforms", "MultiCropAugmentation": "facefd.data.transforms",
+    "FaceImageDataModule": "facefd.data.datamodule", "SampleFacesDataModule": "facefd.data.datamodule",
+    "FaceImageDataset": "facefd.data.dataset",
+    "SAMPLE_ATTRIBUTES": "facefd.data.sample_faces", "generate_sample_faces": "facefd.data.sample_faces",
+})

@@ -386,7 +386,7 @@ class BatchedMultiCrop:
             x = apply_to_rows(x, p[:, FLIP] > 0, p, lambda v, q: v.flip(-1))
             x = color_jitter(x, p)
             x = apply_to_rows(x, p[:, GRAY] > 0, p, lambda v, q: rgb_to_gray(v).expand_as(v))
-            x = apply_to_rows(x, p[:, SIGMA] > 0, p[:, SIGMA], lambda v, sigma: gaussian_blur(v, sigma, kernel))
+            x = apply_to_rows(x, p[:, SIGMA] > 0, p[:, SIGMA], lambda v, sigma, k=kernel: gaussian_blur(v, sigma, k))
             x = apply_to_rows(x, p[:, SOLARIZE] > 0, p, lambda v, q: torch.where(v >= SOLARIZE_THRESHOLD, 1 - v, v))
             crops.extend(((x - mean) / std).view(last - first, b, 3, size, size).unbind(0))
         return list(crops)

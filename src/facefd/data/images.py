@@ -5,52 +5,18 @@ import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from facefd.utils.errors import UserError
+from facefd.utils.settings import (  # noqa: F401  (re-exported: the settings images are read with)
+    ALPHA_MODES, DEFAULT_MAX_IMAGE_PIXELS, alpha_mode, max_image_pixels, set_alpha_mode, set_max_image_pixels)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 EXIF_ORIENTATION = 0x0112
-#: Pillow's own decompression-bomb threshold (about 9459 x 9459): bigger images are refused unread.
-DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
-_max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS
-
-
-def set_max_image_pixels(limit: Optional[int]) -> None:
-    """The one pixel limit of training, evaluation and anonymization (``max_image_pixels=`` on the command
-    line; ``None``/0: no limit). Set before data loaders start: forked workers inherit it."""
-    global _max_image_pixels
-    _max_image_pixels = int(limit) if limit else None
-    Image.MAX_IMAGE_PIXELS = _max_image_pixels  # Pillow then neither warns below it nor refuses above ours
-
-
-def max_image_pixels() -> Optional[int]:
-    return _max_image_pixels
-
-
-#: What transparency becomes: ``drop`` keeps the colour under it (pytorch-fid's and clean-fid's
-#: ``convert("RGB")``, so statistics are comparable), ``white`` composites on white.
-ALPHA_MODES = ("drop", "white")
-_alpha_mode = "drop"
-
-
-def set_alpha_mode(mode: str) -> None:
-    """The one transparency convention of training, evaluation and anonymization (``transparency=`` on the
-    command line). Set before data loaders start: forked workers inherit it."""
-    global _alpha_mode
-    if mode not in ALPHA_MODES:
-        raise ValueError(f"alpha must be one of {ALPHA_MODES}, got {mode!r}")
-    _alpha_mode = mode
-
-
-def alpha_mode() -> str:
-    return _alpha_mode
-
-
 class ImageFolderError(UserError, ValueError):
     """A folder that cannot be used as an image dataset (missing, empty, bad files)."""
 
@@ -60,7 +26,7 @@ class ImageTooLargeError(ImageFolderError):
 
 
 def _check_pixels(img: Image.Image, path: str | Path) -> None:
-    limit = _max_image_pixels
+    limit = max_image_pixels()
     if limit and img.width * img.height > limit:
         raise ImageTooLargeError(f"{path}: {img.width}x{img.height} = {img.width * img.height} pixels is over the "
                                  f"limit of {limit} (raise it with max_image_pixels=N, or 0 for none)")
@@ -115,7 +81,7 @@ def load_rgb(path: str | Path) -> Image.Image:
         img = Image.fromarray(np.clip(arr * scale, 0, 255).round().astype(np.uint8), mode="L")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("RGBA", "LA", "PA") and _alpha_mode == "white":
+    if img.mode in ("RGBA", "LA", "PA") and alpha_mode() == "white":
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
@@ -159,3 +125,15 @@ def drop_bad_images(paths: Sequence[Path], skip_bad_images: bool = False, progre
     logging.getLogger(__name__).warning("skipping %d unreadable image(s) (first: %s: %s)", len(bad), *bad[0])
     skip = {p for p, _ in bad}
     return [p for p in paths if str(p) not in skip]
+
+
+def check_statistics_source(source: str | Path, min_images: int = 2) -> None:
+    """A folder with at least ``min_images`` images, or an existing ``.npz`` (read and checked later)."""
+    source = Path(source).expanduser()
+    if source.suffix == ".npz":
+        if not source.is_file():
+            raise ImageFolderError(f"statistics file {source} does not exist")
+        return
+    count = len(list_images(source))
+    if count < min_images:
+        raise ImageFolderError(f"{source} holds {count} image(s); a mean and covariance need at least {min_images}")

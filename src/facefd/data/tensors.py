@@ -5,11 +5,22 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
 from facefd.data.images import load_rgb
-from facefd.models.extractor import resize_square
+
+
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The one resize of facefd's extractors and metrics: antialiased bilinear to ``size x size``
+    (clean-fid's finding: resizing without antialiasing changes FID). ``[..., 3, H, W]`` float."""
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    batch = images if images.ndim == 4 else images[None]
+    out = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out if images.ndim == 4 else out[0]
+
 
 
 def pil_to_tensor(image: Image.Image, size: Optional[int] = None) -> torch.Tensor:

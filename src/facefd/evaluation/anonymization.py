@@ -13,7 +13,6 @@ Writes JSON, a Markdown table and a side-by-side PNG grid.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -25,7 +24,8 @@ from torchmetrics.functional.classification import binary_auroc
 from facefd.data.attributes import read_attribute_table
 from facefd.data.datamodule import AUTO_ATTRIBUTE_FILES
 from facefd.data.images import list_images, load_rgb
-from facefd.evaluation.benchmark import build_extractors
+from facefd.data.manifest import read_manifest
+from facefd.metrics.extractors import build_extractors
 from facefd.evaluation.image_sets import ImageSet, set_features
 from facefd.evaluation.reid import reid
 from facefd.metrics.frechet import frechet_distance
@@ -42,8 +42,6 @@ def pair_images(original: str | Path, anonymized: str | Path) -> list[tuple[Path
     manifest = anonymized / "manifest.jsonl"
     pairs: dict[str, tuple[Path, Path]] = {}
     if manifest.exists():
-        from facefd.anonymize.anonymizer import read_manifest
-
         for rec in read_manifest(manifest):  # a cut-off last line is skipped with a warning
             if rec.get("status") == "anonymized" and rec.get("output") and Path(rec["output"]).exists():
                 pairs[rec["key"]] = (original / rec["key"], Path(rec["output"]))
@@ -90,7 +88,7 @@ def reidentification(pairs: Sequence[tuple[Path, Path]], identities: Sequence[st
     results: dict[str, dict[str, float]] = {}
     for entry in embedders:
         if entry == "dlib":
-            from facefd.anonymize.identity import DlibIdentity
+            from facefd.models.identity import DlibIdentity
 
             embedder = DlibIdentity()
             g, g_found = _embed_dlib(embedder, originals)

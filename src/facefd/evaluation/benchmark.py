@@ -19,17 +19,12 @@ from tqdm.auto import tqdm
 from facefd.data.images import drop_bad_images, list_images
 from facefd.evaluation.image_sets import ImageSet, folder_sample, parse_set_entry, set_features, split_reference
 from facefd.evaluation.plots import grouped_bars
-from facefd.evaluation.probe_table import parse_extractor_entry
-from facefd.metrics.extractors import build_extractor
+from facefd.metrics.extractors import build_extractors
 from facefd.metrics.frechet_metric import FrechetDistance
 from facefd.models.probe.features import FeatureCache
 from facefd.utils.files import write_json, write_text
 
 log = logging.getLogger(__name__)
-
-#: Display names of the extractors whose Fréchet distance has a name of its own.
-METRIC_NAMES = {"fdd": "FDD", "inception": "FID", "fid": "FID"}
-
 
 @dataclass
 class BenchmarkRow:
@@ -44,23 +39,6 @@ class BenchmarkRow:
     ci_high: Optional[float] = None
     ci_low_rescaled: Optional[float] = None
     ci_high_rescaled: Optional[float] = None
-
-
-def metric_label(entry: Any) -> str:
-    label = parse_extractor_entry(entry)[0]
-    return METRIC_NAMES.get(label, label)
-
-
-def build_extractors(entries: Sequence[Any]) -> list[tuple[str, Any]]:
-    """``[(display name, extractor)]`` of ``NAME@WEIGHTS`` entries; names must be unique."""
-    out = []
-    for entry in entries:
-        _, name, path = parse_extractor_entry(entry)
-        out.append((metric_label(entry), build_extractor(name, path)))
-    labels = [label for label, _ in out]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"metrics must have distinct names, got {labels}")
-    return out
 
 
 def build_sets(reference_root: str | Path, set_entries: Sequence[str], perturbations: dict[str, Any],

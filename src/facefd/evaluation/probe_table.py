@@ -17,8 +17,8 @@ import lightning.pytorch as pl
 from torch import nn
 
 from facefd.data.datamodule import FaceImageDataModule
-from facefd.data.probe_features import ProbeFeatureDataModule
-from facefd.metrics.extractors import build_extractor
+from facefd.models.probe.feature_data import ProbeFeatureDataModule
+from facefd.metrics.extractors import build_extractor, parse_extractor_entry
 from facefd.models.probe.knn import knn_attribute_accuracy
 from facefd.models.probe.module import ProbeModule
 from facefd.utils.files import write_json, write_text
@@ -35,15 +35,6 @@ class ProbeResult:
     accuracy: dict[str, float]                      # attribute -> test accuracy (0..1)
     auroc: dict[str, float] = field(default_factory=dict)
     extra_accuracy: dict[str, float] = field(default_factory=dict)  # independent test folder
-
-
-def parse_extractor_entry(entry: Any) -> tuple[str, Any, Optional[str]]:
-    """``"fdd@/path/extractor.safetensors"`` -> (label, name, path); a ``{_target_: ...}`` mapping -> its class name."""
-    if isinstance(entry, str):
-        name, _, path = entry.partition("@")
-        return name, name, path or None
-    target = str(entry.get("_target_", "module"))
-    return target.rsplit(".", 1)[-1], entry, None
 
 
 def _fit_head(dm: ProbeFeatureDataModule, head: str, max_epochs: int, module_kwargs: dict[str, Any],

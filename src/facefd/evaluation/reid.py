@@ -19,6 +19,29 @@ def reid(queries: torch.Tensor, gallery: torch.Tensor, query_ids: Sequence[str],
     ``map_found@K``: the same sum divided by the relevant items *found* in the top K (torchmetrics'
     ``RetrievalMAP(top_k=K)``): 0 when none is found. Queries without any relevant item are left out
     (and counted).
+
+    Args:
+        queries: ``[Q, D]`` embeddings of the anonymized (or query) images.
+        gallery: ``[G, D]`` embeddings of the originals.
+        query_ids: the identity of each query.
+        gallery_ids: the identity of each gallery item.
+        ks: the K values.
+        distance: ``l2`` or ``cosine``.
+
+    Returns:
+        ``{"reid@K": ..., "map@K": ..., "map_found@K": ..., "queries": Q, "queries_without_match": n}``.
+
+    Raises:
+        ValueError: when the id lists do not match the embeddings.
+
+    Example:
+        Both queries lie nearest to person ``a``: one of two is re-identified.
+
+        >>> import torch
+        >>> from facefd.evaluation import reid
+        >>> queries, gallery = torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+        >>> reid(queries, gallery, ["a", "b"], ["a", "b"], ks=[1])["reid@1"]
+        0.5
     """
     if len(query_ids) != queries.shape[0] or len(gallery_ids) != gallery.shape[0]:
         raise ValueError("one identity per query row and per gallery row")

@@ -19,7 +19,7 @@ import torch
 
 from facefd.data.attributes import read_attribute_table, read_category_table
 from facefd.data.datamodule import AUTO_ATTRIBUTE_FILES
-from facefd.evaluation.benchmark import build_extractors
+from facefd.metrics.extractors import build_extractors
 from facefd.evaluation.image_sets import ImageSet, folder_sample, set_features
 from facefd.evaluation.plots import grouped_bars
 from facefd.metrics.frechet_metric import FrechetDistance

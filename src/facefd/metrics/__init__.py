@@ -1,6 +1,8 @@
-"""Metrics: the Fréchet distance on pluggable features (FDD on DINO-faces features)."""
-from facefd.metrics.frechet import frechet_distance, psd_factor
-from facefd.metrics.frechet_metric import FDD, FrechetDistance
-from facefd.metrics.stats import GaussianStats, StatisticsFileError
+"""Metrics: the Fréchet distance on pluggable features (FDD on DINO-faces features), KID, PRDC."""
+from facefd.utils.lazy import lazy_names
 
-__all__ = ["FDD", "FrechetDistance", "GaussianStats", "StatisticsFileError", "frechet_distance", "psd_factor"]
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "frechet_distance": "facefd.metrics.frechet", "psd_factor": "facefd.metrics.frechet",
+    "FDD": "facefd.metrics.frechet_metric", "FrechetDistance": "facefd.metrics.frechet_metric",
+    "GaussianStats": "facefd.metrics.stats", "StatisticsFileError": "facefd.metrics.stats",
+})

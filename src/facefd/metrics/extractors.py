@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -102,7 +102,7 @@ def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, r
         model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
         source = file_sha256(path)
     else:  # seeded random weights: random:<model> is the same network in every run (the fingerprint hashes them)
-        from facefd.metrics.frechet_metric import module_fingerprint
+        from facefd.models.extractor import module_fingerprint
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -140,12 +140,29 @@ def fdd_extractor(path: str | Path, trust_code: Optional[bool] = None) -> Featur
 EXTRACTOR_NAMES = "fdd | inception | timm:<model_name> | random:<timm model_name> | {_target_: ...}"
 
 
-def build_extractor(name, path: Optional[str | Path] = None, input_size: Optional[int] = None) -> nn.Module:
+def build_extractor(name: Any, path: Optional[str | Path] = None, input_size: Optional[int] = None) -> nn.Module:
     """An extractor by short name, as the command line spells it (``probe.extractor=fdd``).
 
     ``fdd`` (the DINO-faces file written by train.py), ``inception`` (FID's network, local weights),
     ``timm:<model>`` (local weights), ``random:<model>`` (random timm weights), an ``nn.Module``, or a
     config with ``_target_`` (any module of yours).
+
+    Args:
+        name: the short name, a module, or a ``{_target_: ...}`` mapping.
+        path: the weights file the name needs (``fdd``, ``inception``, ``timm:``).
+        input_size: the side ``timm:``/``random:`` extractors resize to (default: the model's own).
+
+    Returns:
+        The extractor module.
+
+    Raises:
+        ValueError: an unknown name, or a name that needs a file given without one.
+
+    Example:
+        >>> from facefd.metrics.extractors import build_extractor
+        >>> extractor = build_extractor("random:test_resnet", input_size=64)  # timm's test network, random weights
+        >>> extractor.num_features, extractor.input_size
+        (96, 64)
     """
     if isinstance(name, nn.Module):
         return name
@@ -169,3 +186,60 @@ def build_extractor(name, path: Optional[str | Path] = None, input_size: Optiona
     if kind == "random" and model_name:
         return timm_extractor(model_name, random_init=True, input_size=input_size)
     raise ValueError(f"unknown extractor {name!r}; use one of: {EXTRACTOR_NAMES}")
+
+
+#: Display names of the extractors whose Fréchet distance has a name of its own.
+METRIC_NAMES = {"fdd": "FDD", "inception": "FID", "fid": "FID"}
+
+
+def parse_extractor_entry(entry: Any) -> tuple[str, Any, Optional[str]]:
+    """The one parser of extractor entries, as every task and the command line spell them.
+
+    Args:
+        entry: ``"NAME"`` or ``"NAME@FILE"`` (``fdd@extractor.safetensors``, ``inception@pt_inception.pth``,
+            ``timm:MODEL@FILE``, ``random:MODEL``), or a mapping with ``_target_`` (any module of yours).
+
+    Returns:
+        ``(label, name, path)``: the label shown in tables, what :func:`build_extractor` takes, and the
+        file (``None`` when the entry names none).
+
+    Example:
+        >>> parse_extractor_entry("fdd@run/extractor.safetensors")
+        ('fdd', 'fdd', 'run/extractor.safetensors')
+        >>> parse_extractor_entry({"_target_": "my.project.Encoder"})[0]
+        'Encoder'
+    """
+    if isinstance(entry, str):
+        name, _, path = entry.partition("@")
+        return name, name, path or None
+    target = str(entry.get("_target_", "module"))
+    return target.rsplit(".", 1)[-1], entry, None
+
+
+def extractor_label(entry: Any) -> str:
+    """The display name of an extractor entry: ``FDD`` for ``fdd@...``, ``FID`` for ``inception@...``,
+    else the entry's own name."""
+    label = parse_extractor_entry(entry)[0]
+    return METRIC_NAMES.get(label, label)
+
+
+def build_extractors(entries: Sequence[Any]) -> list[tuple[str, nn.Module]]:
+    """``[(display name, extractor)]`` of extractor entries, all built before any work starts.
+
+    Args:
+        entries: entries as :func:`parse_extractor_entry` reads them.
+
+    Returns:
+        One ``(label, module)`` pair per entry, in order.
+
+    Raises:
+        ValueError: when two entries have the same display name.
+    """
+    out = []
+    for entry in entries:
+        _, name, path = parse_extractor_entry(entry)
+        out.append((extractor_label(entry), build_extractor(name, path)))
+    labels = [label for label, _ in out]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"extractors must have distinct names, got {labels}")
+    return out

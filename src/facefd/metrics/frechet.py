@@ -57,7 +57,26 @@ def trace_sqrt_product(sigma2: torch.Tensor, factor1: torch.Tensor) -> torch.Ten
 
 def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike,
                      factor1: Optional[torch.Tensor] = None) -> float:
-    """Fréchet distance of N(mu1, sigma1) and N(mu2, sigma2), in float64 on the inputs' device.
+    """Fréchet distance of N(mu1, sigma1) and N(mu2, sigma2), in float64 on the inputs' device:
+    ``|mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))``.
+
+    Args:
+        mu1: mean of the first Gaussian, ``[D]`` (numpy array or tensor).
+        sigma1: its covariance, ``[D, D]``.
+        mu2: mean of the second Gaussian.
+        sigma2: its covariance.
+        factor1: :func:`psd_factor` of ``sigma1``, to skip its factorisation for a fixed reference.
+
+    Returns:
+        The distance as a Python float.
+
+    Example:
+        >>> import numpy as np
+        >>> from facefd import frechet_distance
+        >>> frechet_distance(np.zeros(2), np.eye(2), np.ones(2), np.eye(2))  # |mu1 - mu2|^2 = 2
+        2.0
+        >>> round(frechet_distance(np.zeros(1), np.eye(1), np.zeros(1), 4 * np.eye(1)), 9)  # 1 + 4 - 2 * 2
+        1.0
 
     ``factor1`` (from :func:`psd_factor` of ``sigma1``) skips the factorisation when the first
     Gaussian is a fixed reference. Noise-level negative results of identical inputs are clamped to 0.

@@ -1,7 +1,6 @@
 """``FrechetDistance``: a streaming, DDP-safe torchmetrics ``Metric`` on pluggable features."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -10,23 +9,12 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from facefd.metrics.frechet import frechet_distance, psd_factor
+from facefd.models.extractor import module_fingerprint
 from facefd.metrics.kernels import kid, prdc
 from facefd.metrics.reservoir import empty_reservoir, reservoir_add, reservoir_merge
 from facefd.metrics.stats import GaussianStats, StatisticsFileError
 
 _SETS = ("real", "fake")
-
-
-def module_fingerprint(module: nn.Module) -> str:
-    """An extractor's ``fingerprint`` attribute, else a hash of its class and weights."""
-    fp = getattr(module, "fingerprint", "")
-    if fp:
-        return str(fp)
-    h = hashlib.sha256(type(module).__qualname__.encode())
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def merge_moments(shift: Tensor, moments: Tensor, d: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -117,6 +105,32 @@ class FrechetDistance(Metric):
       process (float32; merged exactly across processes), which enables :meth:`compute_ci`
       (bootstrap), :meth:`compute_fd_infinity` (Chong & Forsyth), :meth:`compute_kid` and
       :meth:`compute_prdc`. Memory stays fixed: ``2 * reservoir_size * num_features * 4`` bytes.
+
+    Args:
+        feature: 64, 192, 768 or 2048 for the FID Inception's layer (weights from
+            ``feature_extractor_weights_path``), or any ``nn.Module`` mapping images to ``[N, D]``.
+        reset_real_features: whether :meth:`reset` also clears the real set.
+        normalize: ``True`` for float images in [0, 1], ``False`` for uint8 in [0, 255].
+        input_img_size: ``(C, H, W)`` of the dummy batch that measures a module's width.
+        feature_extractor: the DESIGN name of ``feature``; either may be given.
+
+    Raises:
+        ValueError: for an unknown layer, or images outside the range ``normalize`` promises.
+
+    Example:
+        >>> import torch
+        >>> from facefd import FrechetDistance
+        >>> _ = torch.manual_seed(0)
+        >>> features = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+        >>> metric = FrechetDistance(features, normalize=True, input_img_size=(3, 8, 8))
+        >>> images = torch.rand(16, 3, 8, 8)
+        >>> metric.update(images, real=True)
+        >>> metric.update(images, real=False)
+        >>> round(float(metric.compute()), 6)  # the same images: distance 0
+        0.0
+        >>> metric.update(torch.rand(16, 3, 8, 8) * 0.5, real=False)
+        >>> float(metric.compute()) > 0
+        True
     """
 
     higher_is_better = False
@@ -452,7 +466,25 @@ class FrechetDistance(Metric):
 
 class FDD(FrechetDistance):
     """Fréchet distance on the DINO-faces extractor exported by training (``extractor.safetensors``).
-    ``trust_code=True``: the card may name a backbone builder outside the allow-list (see ``load_extractor``)."""
+
+    Args:
+        extractor_path: the exported extractor (``.safetensors``, its ``.json`` card, or their folder).
+        trust_code: ``True`` lets the card name a backbone builder outside the allow-list (see
+            :func:`facefd.load_extractor`); ``None`` follows :func:`facefd.trusting_code`.
+        **kwargs: the other arguments of :class:`FrechetDistance` (``normalize``, ``reset_real_features``...).
+
+    Raises:
+        facefd.models.extractor.ExtractorFileError: for a missing or malformed extractor file.
+
+    Example:
+        >>> import torch
+        >>> from facefd import FDD
+        >>> fdd = FDD(tiny_extractor, normalize=True)  # the extractor train.py exports
+        >>> fdd.update(torch.rand(8, 3, 32, 32), real=True)
+        >>> fdd.update(torch.rand(8, 3, 32, 32), real=False)
+        >>> float(fdd.compute()) >= 0
+        True
+    """
 
     def __init__(self, extractor_path: str | Path, trust_code: Optional[bool] = None, **kwargs: Any) -> None:
         from facefd.models.extractor import load_extractor

@@ -88,7 +88,7 @@ class GaussianStats:
                     f"{path} has no facefd extractor fingerprint (a pytorch-fid / clean-fid file?): state the "
                     "extractor it was made with -- `facefd fd ... --assume-extractor`, "
                     "`metric.load_reference(path, assume_extractor=True)` or "
-                    "`GaussianStats.load(path, extractor=...)` -- and make sure the preprocessing matches (README)")
+                    "`GaussianStats.load(path, extractor=...)` -- and make sure the preprocessing matches (docs/migrating.md)")
             fingerprint = extractor if isinstance(extractor, str) else str(getattr(extractor, "fingerprint", ""))
             meta = {**meta, "assumed_extractor": True}
         d = mean.shape[0]

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import functools
 import importlib
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
-from facefd.utils.errors import UserError
+from facefd.utils.errors import UntrustedCodeError, UserError  # noqa: F401  (UntrustedCodeError re-exported)
+from facefd.utils.settings import code_trusted, trusting_code  # noqa: F401  (trusting_code re-exported)
 
 BackboneFactory = Callable[..., nn.Module]
 
@@ -57,10 +56,6 @@ def factory_spec(factory: BackboneFactory) -> dict[str, Any]:
     return {"target": target, "kwargs": plain(kwargs)}
 
 
-class UntrustedCodeError(UserError, PermissionError):
-    """A stored spec names code outside the allow-list and the user did not opt in with ``trust_code``."""
-
-
 #: Names under which timm's factory is stored (``factory_spec`` writes the defining module's path).
 TIMM_FACTORIES = frozenset({"timm.create_model", "timm.models.create_model", "timm.models._factory.create_model"})
 #: facefd's own builders, by the name a spec stores.
@@ -78,23 +73,10 @@ def _is_torch_optimizer(target: str) -> bool:
         module_name == "torch.optim" or cls.__module__ == module_name)
 
 
-_TRUST_CODE: ContextVar[bool] = ContextVar("facefd_trust_code", default=False)
-
-
-@contextmanager
-def trusting_code(enabled: bool = True) -> Iterator[None]:
-    """Within the block, specs from files may name any code (the entry points' ``trust_code=true``)."""
-    token = _TRUST_CODE.set(bool(enabled))
-    try:
-        yield
-    finally:
-        _TRUST_CODE.reset(token)
-
-
 def check_trusted(spec: dict[str, Any], trust_code: Optional[bool] = None, source: str = "a stored spec") -> None:
     """Raise :class:`UntrustedCodeError` unless ``spec`` only names allow-listed code, or the caller trusts
     it (``trust_code=True``, or ``None`` inside :func:`trusting_code`)."""
-    if trust_code if trust_code is not None else _TRUST_CODE.get():
+    if trust_code if trust_code is not None else code_trusted():
         return
     target, kwargs = spec.get("target"), dict(spec.get("kwargs") or {})
     hint = ("only timm models (by registered name), torch.optim optimizers and facefd's own builders are "

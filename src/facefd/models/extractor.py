@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from facefd.data.tensors import resize_square  # noqa: F401  (re-exported)
 from facefd.models.backbone import build_from_spec
 from facefd.utils.errors import UserError
 from facefd.utils.files import atomic_path, write_text
@@ -34,18 +34,24 @@ class ExtractorFileError(UserError, ValueError):
     """A missing, malformed or mismatching extractor file."""
 
 
-def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
-    """The one resize of facefd's extractors and metrics: antialiased bilinear to ``size x size``
-    (clean-fid's finding: resizing without antialiasing changes FID). ``[..., 3, H, W]`` float."""
-    if tuple(images.shape[-2:]) == (size, size):
-        return images
-    batch = images if images.ndim == 4 else images[None]
-    out = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out if images.ndim == 4 else out[0]
-
-
 class FeatureExtractor(nn.Module):
-    """Images -> ``[N, num_features]``.
+    """Images -> ``[N, num_features]``: the seam between training and every consumer of its features.
+
+    Args:
+        backbone: the module mapping normalised images to ``[N, num_features]``.
+        num_features: the feature width.
+        input_size: the side images are resized to.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation standard deviation.
+        fingerprint: what identifies the features (weights, architecture, size, preprocessing).
+        card: the JSON card the extractor was loaded from.
+
+    Example:
+        >>> import torch
+        >>> from facefd import load_extractor
+        >>> extractor = load_extractor(tiny_extractor)
+        >>> extractor(torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8)).shape  # resized to 32 px
+        torch.Size([2, 96])
 
     Input: ``[N, 3, H, W]`` uint8 in [0, 255] or float in [0, 1]. Images whose size differs from
     ``input_size`` are resized to ``input_size x input_size`` with antialiased bilinear
@@ -88,6 +94,18 @@ def file_sha256(path: Path) -> str:
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """An extractor's ``fingerprint`` attribute, else a hash of its class and weights."""
+    fp = getattr(module, "fingerprint", "")
+    if fp:
+        return str(fp)
+    h = hashlib.sha256(type(module).__qualname__.encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -181,6 +199,24 @@ def card_fingerprint(card: dict[str, Any], weights_sha256: str) -> str:
 
 def load_extractor(path: str | Path, device: str | torch.device = "cpu", trust_code: Optional[bool] = None) -> FeatureExtractor:
     """Load an exported extractor (``.safetensors``, its ``.json`` card, or their folder), offline, in eval mode.
+
+    Args:
+        path: the weights file, its card, or the folder holding both.
+        device: where to put the extractor.
+        trust_code: see below; ``None`` follows :func:`facefd.trusting_code`.
+
+    Returns:
+        A :class:`FeatureExtractor` in eval mode.
+
+    Raises:
+        ExtractorFileError: a missing, malformed or mismatching file, named in the message.
+        facefd.UntrustedCodeError: the card names code outside the allow-list without ``trust_code``.
+
+    Example:
+        >>> from facefd import load_extractor
+        >>> extractor = load_extractor(tiny_extractor)
+        >>> extractor.num_features, extractor.input_size
+        (96, 32)
 
     ``trust_code=True`` lets the card name a backbone builder outside the allow-list (timm's registered
     models and facefd's builders): only for cards from people whose code you would run.

@@ -23,17 +23,3 @@ def check_writable(path: str | Path, is_file: bool = True) -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputLocationError(f"output location {folder} is not writable ({probe} does not allow writing)")
     return path
-
-
-def check_statistics_source(source: str | Path, min_images: int = 2) -> None:
-    """A folder with at least ``min_images`` images, or an existing ``.npz`` (read and checked later)."""
-    from facefd.data.images import ImageFolderError, list_images
-
-    source = Path(source).expanduser()
-    if source.suffix == ".npz":
-        if not source.is_file():
-            raise ImageFolderError(f"statistics file {source} does not exist")
-        return
-    count = len(list_images(source))
-    if count < min_images:
-        raise ImageFolderError(f"{source} holds {count} image(s); a mean and covariance need at least {min_images}")

@@ -8,9 +8,8 @@ import os
 import sys
 from typing import Any, Callable, TypeVar
 
-from facefd.data.images import DEFAULT_MAX_IMAGE_PIXELS, set_alpha_mode, set_max_image_pixels
-from facefd.models.backbone import trusting_code
 from facefd.utils.errors import UserError
+from facefd.utils.settings import DEFAULT_MAX_IMAGE_PIXELS, set_alpha_mode, set_max_image_pixels, trusting_code
 from facefd.utils.threads import limit_threads_to_cpu_quota
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -13,3 +13,7 @@ class ConfigError(UserError, ValueError):
 
 class OutputLocationError(UserError, OSError):
     """An output location that cannot be written."""
+
+
+class UntrustedCodeError(UserError, PermissionError):
+    """A stored spec names code outside the allow-list and the user did not opt in with ``trust_code``."""

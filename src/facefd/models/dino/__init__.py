@@ -1,7 +1,8 @@
 """DINO self-supervised training (Caron et al. 2021) as a Lightning module."""
-from facefd.models.dino.head import DINOHead, WeightNormLinear
-from facefd.models.dino.loss import DINOLoss, teacher_temperature_schedule
-from facefd.models.dino.module import DINOModule
-from facefd.models.dino.schedules import cosine_schedule
+from facefd.utils.lazy import lazy_names
 
-__all__ = ["DINOHead", "DINOLoss", "DINOModule", "WeightNormLinear", "cosine_schedule", "teacher_temperature_schedule"]
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "DINOHead": "facefd.models.dino.head", "WeightNormLinear": "facefd.models.dino.head",
+    "DINOLoss": "facefd.models.dino.loss", "teacher_temperature_schedule": "facefd.models.dino.loss",
+    "DINOModule": "facefd.models.dino.module", "cosine_schedule": "facefd.models.dino.schedules",
+})

@@ -31,7 +31,24 @@ class WeightNormLinear(nn.Module):
 
 
 class DINOHead(nn.Module):
-    """MLP -> L2-normalised bottleneck -> weight-normalised prototypes layer."""
+    """MLP -> L2-normalised bottleneck -> weight-normalised prototypes layer.
+
+    Args:
+        in_dim: the backbone's feature width.
+        out_dim: the number of prototypes K.
+        use_bn: BatchNorm in the MLP.
+        norm_last_layer: fix the prototypes' norms to 1.
+        nlayers: layers of the MLP.
+        hidden_dim: width of the MLP.
+        bottleneck_dim: width of the L2-normalised bottleneck.
+
+    Example:
+        >>> import torch
+        >>> from facefd.models.dino import DINOHead
+        >>> head = DINOHead(8, out_dim=16, hidden_dim=32, bottleneck_dim=4)
+        >>> head(torch.randn(2, 8)).shape
+        torch.Size([2, 16])
+    """
 
     def __init__(
         self,

@@ -58,6 +58,16 @@ class DINOLoss(nn.Module):
     ``forward`` like the reference; with ``defer_center_update=True`` the teacher batch sums are
     accumulated and applied once by :meth:`apply_center_update` -- the Lightning module does this
     after each optimizer step, so gradient accumulation does not update the center per micro-batch.
+
+    Example:
+        Uniform outputs give the cross-entropy of two uniform distributions over K prototypes, ln K:
+
+        >>> import torch
+        >>> from facefd.models.dino import DINOLoss
+        >>> loss = DINOLoss(out_dim=4, ncrops=2, warmup_teacher_temp=0.04, teacher_temp=0.04,
+        ...                 warmup_teacher_temp_epochs=0, nepochs=1)
+        >>> round(float(loss(torch.zeros(2 * 3, 4), torch.zeros(2 * 3, 4), epoch=0)), 4)  # ln 4
+        1.3863
     """
 
     center: torch.Tensor

@@ -59,6 +59,16 @@ class DINOModule(pl.LightningModule):
     A checkpoint's stored backbone/optimizer specs must be on the allow-list (timm models, torch
     optimizers, facefd builders); to load one that names other code, the caller opts in with
     ``with facefd.trusting_code(): DINOModule.load_from_checkpoint(path)`` -- never the checkpoint itself.
+
+    Example:
+        >>> from functools import partial
+        >>> import timm, torch
+        >>> from facefd.models.dino import DINOModule
+        >>> module = DINOModule(backbone=partial(timm.create_model, model_name="test_resnet", num_classes=0),
+        ...                     optimizer=partial(torch.optim.AdamW, lr=5e-4),
+        ...                     head=dict(out_dim=64, hidden_dim=32, bottleneck_dim=16), local_crops_number=2)
+        >>> module(torch.rand(2, 3, 32, 32)).shape  # the teacher backbone's features
+        torch.Size([2, 96])
     """
 
     def __init__(
@@ -92,7 +102,7 @@ class DINOModule(pl.LightningModule):
         self.save_hyperparameters(logger=False, ignore=["backbone", "optimizer", "head"])
         backbone = partial_from_spec(backbone, source="the checkpoint's backbone")
         optimizer = partial_from_spec(optimizer, source="the checkpoint's optimizer")
-        self.hparams.backbone = backbone_spec = factory_spec(backbone)
+        self.hparams.backbone = factory_spec(backbone)
         self.hparams.optimizer = factory_spec(optimizer)
         self._optimizer_factory = optimizer  # already checked: the spec is not re-resolved later
         self.hparams.head = head_kwargs = plain(dict(head or {}))

@@ -1,12 +1,12 @@
 """Attribute probes on frozen features: k-NN (training-free), linear / MLP heads, the predictor."""
-from facefd.models.probe.features import FeatureCache, extract_features
-from facefd.models.probe.heads import ProbeHeads
-from facefd.models.probe.knn import (attribute_scores, knn_attribute_accuracy, knn_attribute_probabilities,
-                                    majority_accuracy)
-from facefd.models.probe.module import ProbeModule
-from facefd.models.probe.predictor import AttributePredictor, HeadsFileError, load_heads, save_heads
+from facefd.utils.lazy import lazy_names
 
-__all__ = [
-    "AttributePredictor", "FeatureCache", "HeadsFileError", "ProbeHeads", "ProbeModule", "attribute_scores",
-    "extract_features", "knn_attribute_accuracy", "knn_attribute_probabilities", "load_heads", "majority_accuracy", "save_heads",
-]
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "FeatureCache": "facefd.models.probe.features", "extract_features": "facefd.models.probe.features",
+    "ProbeHeads": "facefd.models.probe.heads",
+    "attribute_scores": "facefd.models.probe.knn", "knn_attribute_accuracy": "facefd.models.probe.knn",
+    "knn_attribute_probabilities": "facefd.models.probe.knn", "majority_accuracy": "facefd.models.probe.knn",
+    "ProbeModule": "facefd.models.probe.module",
+    "AttributePredictor": "facefd.models.probe.predictor", "HeadsFileError": "facefd.models.probe.predictor",
+    "load_heads": "facefd.models.probe.predictor", "save_heads": "facefd.models.probe.predictor",
+})

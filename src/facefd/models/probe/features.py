@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from facefd.data.tensors import ImageTensors, IndexedTransform, by_size, collate_images
-from facefd.metrics.frechet_metric import module_fingerprint
+from facefd.models.extractor import module_fingerprint
 from facefd.utils.device import resolve_device
 from facefd.utils.files import atomic_path
 

@@ -40,6 +40,30 @@ def _binary_metrics(num_labels: int) -> nn.ModuleDict:
 
 
 class ProbeModule(pl.LightningModule):
+    """Attribute heads (linear or MLP) trained on frozen features (``python train.py model=probe``).
+
+    It trains inside a Lightning ``Trainer`` with a
+    :class:`~facefd.models.probe.feature_data.ProbeFeatureDataModule`, which supplies the features,
+    the attribute names and the categorical columns.
+
+    Args:
+        head: ``linear`` or ``mlp``.
+        hidden_dim: width of the MLP's hidden layers.
+        depth: hidden layers of the MLP.
+        dropout: dropout before each layer of the MLP.
+        standardize: standardise features with the train split's mean and std (kept in the head).
+        pos_weight: weight positives by negatives/positives per attribute.
+        optimizer: a torch optimizer partial or its ``{"target", "kwargs"}`` spec (AdamW, LR 0.01 by default).
+        scale_lr: multiply the LR by total batch / 256.
+        extra_test_name: the name of the independent test set's columns.
+
+    Example:
+        >>> from facefd.models.probe import ProbeModule
+        >>> probe = ProbeModule(head="mlp", hidden_dim=32)
+        >>> probe.hparams.head, probe.hparams.optimizer["target"]
+        ('mlp', 'torch.optim.adamw.AdamW')
+    """
+
     def __init__(self, head: str = "linear", hidden_dim: int = 512, depth: int = 1, dropout: float = 0.0,
                  standardize: bool = True, pos_weight: bool = False,
                  optimizer: Callable[..., torch.optim.Optimizer] | dict[str, Any] | None = None,
@@ -103,7 +127,7 @@ class ProbeModule(pl.LightningModule):
             per = F.binary_cross_entropy_with_logits(binary, target.nan_to_num(0.0), reduction="none",
                                                      pos_weight=self.pos_weight)
             loss = loss + (per * known).sum() / known.sum().clamp_min(1)
-        for j, (name, logits) in enumerate(blocks.items()):
+        for j, logits in enumerate(blocks.values()):
             loss = loss + F.cross_entropy(logits, batch["categories"][:, j], ignore_index=-1)
         return loss
 

@@ -18,8 +18,8 @@ from torch import nn
 
 from facefd.data.images import load_rgb
 from facefd.data.tensors import pil_to_tensor
-from facefd.metrics.frechet_metric import module_fingerprint
-from facefd.models.extractor import load_extractor, resize_square
+from facefd.data.tensors import resize_square
+from facefd.models.extractor import load_extractor, module_fingerprint
 from facefd.models.probe.heads import HEAD_FORMAT, ProbeHeads
 from facefd.utils.errors import UserError
 from facefd.utils.files import atomic_path
@@ -77,6 +77,18 @@ class AttributePredictor(nn.Module):
         heads_checkpoint: ``probe_heads.safetensors`` or a ``ProbeModule`` ``.ckpt``.
         check_extractor: refuse heads trained on another extractor (compared by fingerprint).
         trust_code: an extractor file's card may name a builder outside the allow-list (``load_extractor``).
+        batch_size: images per forward pass.
+
+    Raises:
+        HeadsFileError: a heads file that is missing, malformed, or trained on another extractor.
+
+    Example:
+        >>> import torch
+        >>> from facefd import AttributePredictor
+        >>> predictor = AttributePredictor(tiny_extractor, tiny_heads)
+        >>> probabilities = predictor.predict(torch.rand(3, 3, 32, 32))
+        >>> sorted(probabilities), tuple(probabilities["Male"].shape)
+        (['Male', 'Young'], (3,))
     """
 
     def __init__(self, extractor: nn.Module | str | Path, heads_checkpoint: str | Path, batch_size: int = 64,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facefd.anonymize.faces import Box, DlibDetector, biggest_face
+from facefd.models.faces import Box, DlibDetector, biggest_face
 
 
 class DlibIdentity:
