@@ -18,10 +18,10 @@ pytest.importorskip("torchsde")
 
 from facefd.anonymize import Anonymizer, PrivacyGuard, build_prompts  # noqa: E402
 from facefd.anonymize.attributes import FixedAttributes  # noqa: E402
-from facefd.anonymize.faces import WholeImage  # noqa: E402
+from facefd.models.faces import WholeImage  # noqa: E402
 from facefd.anonymize.pipeline import TextToImage, load_pipeline  # noqa: E402
 from facefd.data.attributes import CELEBA_ATTRIBUTES  # noqa: E402
-from test_train import _cli  # noqa: E402
+from runs import run_script# noqa: E402
 from tiny_sd import build_tiny_pipeline  # noqa: E402
 
 ATTRS = {"Male": 0.2, "Smiling": 0.8, "Eyeglasses": 0.1, "age": 30, "ethnicity": "White"}
@@ -150,7 +150,7 @@ def test_scheduler_options_and_missing_models(tiny_sd, tmp_path):
 
 # ----------------------------------------------------------------------------------------- folder flow
 def _anonymizer(pipe, **kw):
-    from facefd.anonymize.faces import DlibDetector
+    from facefd.models.faces import DlibDetector
 
     pytest.importorskip("dlib")
     return Anonymizer(TextToImage(pipe, steps=2, size=32, long_prompts="truncate"), FixedAttributes(ATTRS),
@@ -385,15 +385,15 @@ def test_reid_metrics_against_brute_force():
 def test_cli_anonymize_then_evaluate(tiny_sd, faces_dir, tmp_path):
     pytest.importorskip("dlib")
     out = tmp_path / "anon"
-    proc = _cli(["anonymize.py", f"input={faces_dir}", f"output={out}", f"anonymizer.generator.pipe.model={tiny_sd}",
+    proc = run_script(["anonymize.py", f"input={faces_dir}", f"output={out}", f"anonymizer.generator.pipe.model={tiny_sd}",
                  "anonymizer.generator.pipe.vae=null", "anonymizer.generator.size=32", "anonymizer.generator.steps=2",
                  "anonymizer.generator.pipe.scheduler=dpmpp_2m_sde_karras", "attribute_source=fixed",
                  "anonymizer.attributes.attributes={Male:0.2,Smiling:0.8,age:30,ethnicity:White}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "anonymized 4, no face 1, errors 1" in proc.stdout and not (out / "coffee.png").exists()
     ev = tmp_path / "eval"
-    proc = _cli(["evaluate.py", "task=anonymization", f"original={faces_dir}", f"anonymized={out}",
-                 "embedders=[dlib,random:test_resnet]", "anonymization_metrics=[random:test_resnet]", "num_workers=0",
+    proc = run_script(["evaluate.py", "task=anonymization", f"original={faces_dir}", f"anonymized={out}",
+                 "extractors=[dlib,random:test_resnet]", "fd_extractors=[random:test_resnet]", "num_workers=0",
                  f"cache_dir={tmp_path / 'cache'}", f"out={ev}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((ev / "anonymization.json").read_text())
@@ -436,7 +436,7 @@ def test_predictor_attributes_merge_probe_and_age_gender(tmp_path, faces_dir):
     from facefd import AttributePredictor, load_extractor
     from facefd.anonymize.attributes import AgeGenderAttributes, PredictorAttributes
     from facefd.models.backbone import factory_spec
-    from facefd.metrics.frechet_metric import module_fingerprint
+    from facefd.models.extractor import module_fingerprint
     from facefd.models.extractor import save_extractor
     from facefd.models.probe import ProbeHeads, save_heads
 

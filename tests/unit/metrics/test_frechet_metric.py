@@ -6,21 +6,9 @@ from torch import nn
 
 from facefd import FrechetDistance, frechet_distance
 from facefd.metrics import StatisticsFileError
+from references import LinearFeatures, numpy_features
 
 
-class LinearFeatures(nn.Module):
-    """A fixed linear map of the flattened image: features the test can recompute in numpy."""
-
-    num_features = 6
-
-    def __init__(self, offset: float = 0.0, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.weight = nn.Parameter(torch.randn(3 * 4 * 4, self.num_features, generator=g))
-        self.offset = offset
-
-    def forward(self, x):
-        return x.flatten(1) @ self.weight + self.offset
 
 
 def images(n, seed, shift=0.0):
@@ -28,8 +16,6 @@ def images(n, seed, shift=0.0):
     return (torch.rand(n, 3, 4, 4, generator=g) * 0.5 + shift).clamp(0, 1)
 
 
-def numpy_features(ext, imgs):
-    return imgs.double().flatten(1).numpy() @ ext.weight.detach().double().numpy() + ext.offset
 
 
 def test_statistics_equal_numpy_and_distance_equals_formula():

@@ -1,36 +1,17 @@
 """DINOModule inside a real Lightning Trainer: teacher isolation, EMA, frozen last layer,
 center updates per optimizer step, NaN guard."""
-import functools
 import math
 
 import lightning.pytorch as pl
 import pytest
-import timm
 import torch
-from torch.utils.data import DataLoader
 
-from facefd.models.dino import DINOModule
 from facefd.models.dino.module import NonFiniteLossError
+from runs import crops_loader, tiny_module
 
 
-def tiny_module(**kw) -> DINOModule:
-    torch.manual_seed(0)
-    defaults = dict(
-        backbone=functools.partial(timm.create_model, model_name="test_resnet", pretrained=False, num_classes=0),
-        optimizer=functools.partial(torch.optim.AdamW, lr=5e-3, weight_decay=0.04),
-        head=dict(out_dim=64, hidden_dim=32, bottleneck_dim=16),
-        local_crops_number=2, batch_size=4, warmup_epochs=0, input_size=32,
-    )
-    defaults.update(kw)
-    return DINOModule(**defaults)
 
 
-def crops_loader(n_batches: int, batch: int = 4) -> DataLoader:
-    g = torch.Generator().manual_seed(1)
-    items = [{"crops": [torch.randn(3, 32, 32, generator=g), torch.randn(3, 32, 32, generator=g),
-                        torch.randn(3, 16, 16, generator=g), torch.randn(3, 16, 16, generator=g)]}
-             for _ in range(n_batches * batch)]
-    return DataLoader(items, batch_size=batch)
 
 
 def fit(module, n_batches, **trainer_kw):

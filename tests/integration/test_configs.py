@@ -120,22 +120,29 @@ def test_each_evaluate_task_has_its_own_options():
             return set(compose(config_name="evaluate", overrides=[f"task={task}"]).keys())
 
     fd, bench, anon = keys("fd"), keys("benchmark"), keys("anonymization")
-    assert {"a", "b"} <= fd and not {"perturbations", "heads", "embedders", "queries"} & fd
-    assert {"perturbations", "sets", "metrics"} <= bench and not {"a", "embedders"} & bench
-    assert {"embedders", "predictor", "grid_rows"} <= anon and "perturbations" not in anon
+    assert {"a", "b"} <= fd and not {"perturbations", "heads", "extractors", "queries"} & fd
+    assert {"perturbations", "sets", "extractors"} <= bench and not {"a", "fd_extractors"} & bench
+    assert {"extractors", "fd_extractors", "predictor", "grid_rows"} <= anon and "perturbations" not in anon
     tasks = {p.stem for p in (CONF / "task").glob("*.yaml")}
     from facefd.evaluation import TASKS
 
     assert tasks == set(TASKS)  # one config per task, no orphan
 
 
-def test_loader_workers_auto_is_none_on_the_cpu(tmp_path):
+def test_loader_workers_auto_is_none_on_the_cpu(tmp_path, monkeypatch):
     """Training on the CPU, loader workers would take cores from the model's threads: auto gives 0 there,
     2 on a GPU; a number is kept, from the top-level key or data.num_workers."""
     assert loader_workers("auto", "cpu") == 0 and loader_workers("auto", "gpu") == 2
     assert loader_workers(4, "cpu") == 4 and loader_workers("3", "gpu") == 3
     cfg = compose_train(tmp_path, [], tiny_run=False)
-    assert cfg.data.num_workers == 0 and cfg.trainer.accelerator == "cpu"
+    assert cfg.trainer.accelerator == "auto"  # Lightning's default: a GPU when there is one
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cfg.data.num_workers == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cfg.data.num_workers == 2  # auto found a GPU
+    cpu = compose_train(tmp_path, ["trainer=cpu"], tiny_run=False)
+    assert cpu.trainer.accelerator == "cpu" and cpu.data.num_workers == 0  # trainer=cpu forces the CPU
+    monkeypatch.undo()
     assert compose_train(tmp_path, ["workers=3"], tiny_run=False).data.num_workers == 3
     assert compose_train(tmp_path, ["trainer=gpu"], tiny_run=False).data.num_workers == 2
     assert compose_train(tmp_path, ["data.num_workers=5"], tiny_run=False).data.num_workers == 5

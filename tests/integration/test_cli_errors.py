@@ -9,7 +9,7 @@ from PIL import Image
 from facefd.metrics.stats import GaussianStats, StatisticsFileError
 from facefd.utils.checks import check_writable
 from facefd.utils.errors import OutputLocationError
-from test_train import _cli
+from runs import run_script
 
 
 @pytest.fixture()
@@ -36,16 +36,16 @@ MISSING_EXTRACTOR = "metric.feature_extractor.path=/nonexistent/extractor.safete
 
 def test_single_image_folder_fails_before_the_extractor_loads(tmp_path, folders):
     one, two = folders
-    proc = _cli(["evaluate.py", "task=fd", f"a={one}", f"b={two}", MISSING_EXTRACTOR], tmp_path)
+    proc = run_script(["evaluate.py", "task=fd", f"a={one}", f"b={two}", MISSING_EXTRACTOR], tmp_path)
     _one_line_error(proc, str(one), "1 image(s)", "at least 2")
 
 
 def test_unwritable_output_fails_before_the_work(tmp_path, folders):
     _, two = folders
     out = tmp_path / "a_file" / "stats.npz"
-    proc = _cli(["evaluate.py", "task=stats", f"data.root={two}", f"out={out}", MISSING_EXTRACTOR], tmp_path)
+    proc = run_script(["evaluate.py", "task=stats", f"data.root={two}", f"out={out}", MISSING_EXTRACTOR], tmp_path)
     _one_line_error(proc, "a_file", "not a folder")
-    proc = _cli(["anonymize.py", f"input={two}", f"output={tmp_path / 'a_file' / 'anon'}",
+    proc = run_script(["anonymize.py", f"input={two}", f"output={tmp_path / 'a_file' / 'anon'}",
                  "anonymizer.generator.pipe.model=/nonexistent/model"], tmp_path)
     _one_line_error(proc, "a_file")  # about the output, not the missing model
 
@@ -53,10 +53,10 @@ def test_unwritable_output_fails_before_the_work(tmp_path, folders):
 def test_missing_folder_is_one_line_and_full_error_shows_the_traceback(tmp_path, folders):
     _, two = folders
     args = ["evaluate.py", "task=fd", f"a={tmp_path / 'nowhere'}", f"b={two}", MISSING_EXTRACTOR]
-    _one_line_error(_cli(args, tmp_path), "nowhere", "does not exist")
+    _one_line_error(run_script(args, tmp_path), "nowhere", "does not exist")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        proc = _cli(args, tmp_path)
+        proc = run_script(args, tmp_path)
     finally:
         del os.environ["HYDRA_FULL_ERROR"]
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "ImageFolderError" in proc.stderr

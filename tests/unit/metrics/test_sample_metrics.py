@@ -6,7 +6,8 @@ import torch
 from facefd import FrechetDistance, frechet_distance
 from facefd.metrics.kernels import polynomial_mmd2_unbiased
 from facefd.metrics.reservoir import empty_reservoir, reservoir_add, reservoir_merge
-from test_frechet_metric import LinearFeatures
+from references import LinearFeatures
+from references import brute_prdc
 
 
 def stream(metric, x, real, chunk=37):
@@ -64,17 +65,6 @@ def test_kid_equals_brute_force_mmd():
     assert out["kid_mean"] == pytest.approx(full, rel=1e-9) and out["kid_std"] < 1e-9 * abs(full) + 1e-15
 
 
-def brute_prdc(real, fake, k):
-    def radii(a):
-        d = np.linalg.norm(a[:, None] - a[None], axis=-1)
-        return np.sort(d, axis=1)[:, k]
-    rr, rf = radii(real), radii(fake)
-    d = np.linalg.norm(real[:, None] - fake[None], axis=-1)
-    precision = np.mean([any(d[i, j] < rr[i] for i in range(len(real))) for j in range(len(fake))])
-    recall = np.mean([any(d[i, j] < rf[j] for j in range(len(fake))) for i in range(len(real))])
-    density = np.mean([sum(d[i, j] < rr[i] for i in range(len(real))) for j in range(len(fake))]) / k
-    coverage = np.mean([d[i].min() < rr[i] for i in range(len(real))])
-    return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
 
 
 def test_prdc_equals_brute_force():

@@ -41,7 +41,7 @@ def test_two_processes_equal_one(tmp_path):
     fake = rng.normal(size=(80, 6)) + 31
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), real, fake, str(tmp_path / "out")), nprocs=2, join=True)
     want = frechet_distance(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
-    from test_sample_metrics import brute_prdc
+    from references import brute_prdc
 
     want_prdc = brute_prdc(real.astype(np.float32).astype(np.float64), fake.astype(np.float32).astype(np.float64), 5)
     for rank in range(2):

@@ -10,10 +10,10 @@ import pytest
 
 from facefd.metrics import FrechetDistance
 from lightning_fd import PooledColour, RealFakePairs, make_images, rank_samples
-from test_frechet_formula import scipy_reference
+from references import scipy_reference
 
 pytestmark = pytest.mark.slow
-SCRIPT = Path(__file__).with_name("lightning_fd.py")
+SCRIPT = Path(__file__).parents[1] / "support" / "lightning_fd.py"
 
 
 def _features(images) -> np.ndarray:

@@ -7,7 +7,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 from facefd.models.dino.koleo import koleo_loss
-from test_dino_module import crops_loader, tiny_module
+from runs import crops_loader, tiny_module
 
 
 def test_koleo_equals_the_nearest_neighbour_entropy_estimator():
@@ -51,7 +51,7 @@ def test_dino_step_adds_weighted_koleo_but_logs_the_dino_loss():
     with_koleo.load_state_dict(plain.state_dict())
     logged: dict[int, dict] = {id(plain): {}, id(with_koleo): {}}
     for m in (plain, with_koleo):
-        m.log = lambda name, value, _into=logged[id(m)], **kw: _into.__setitem__(name, value)
+        m.log = lambda name, value, _into=logged[id(m)], **kw: _into.__setitem__(name, value)  # noqa: B008  (binds each module's dict)
     # the two modules hold the same weights: their DINO losses agree, the total differs by 0.5 * KoLeo
     torch.manual_seed(0)
     loss_plain = plain.training_step(batch, 0)

@@ -1,18 +1,12 @@
 """frechet_distance against an independent scipy-sqrtm implementation and closed forms."""
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 
 from facefd.metrics import frechet_distance, psd_factor
+from references import scipy_reference
 
 
-def scipy_reference(mu1, s1, mu2, s2):
-    """The pytorch-fid / clean-fid formula, written out here with scipy's sqrtm."""
-    covmean = scipy.linalg.sqrtm(s1 @ s2)
-    covmean = np.real(covmean)
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
 def random_spd(rng, d, n=None):

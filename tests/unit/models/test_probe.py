@@ -2,7 +2,6 @@
 ones, the feature cache, categories, the predictor and the train.py / evaluate.py entry points."""
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 from pathlib import Path
@@ -18,8 +17,9 @@ from helpers import ConstantFeatures, PooledPixels
 from conftest import compose_train
 from facefd.data import FaceImageDataModule
 from facefd.data.attributes import CELEBA_ATTRIBUTES, read_attribute_table, read_partition_file
-from facefd.data.probe_features import ProbeFeatureDataModule
+from facefd.models.probe.feature_data import ProbeFeatureDataModule
 from facefd.models.probe import AttributePredictor, FeatureCache, HeadsFileError, ProbeModule, save_heads
+from runs import independent_folder, write_hair_groups
 
 COLOUR_ATTRIBUTES = ["Black_Hair", "Blond_Hair", "Gray_Hair", "Pale_Skin"]  # visible in pooled pixels
 
@@ -146,21 +146,10 @@ def test_feature_cache_is_reused_and_never_stale(probe_root, tmp_path):
     assert torch.equal(dm5.features["val"], dm1.features["val"])
 
 
-def _write_hair_groups(root: Path) -> Path:
-    """A FairFace-style CSV with one categorical column: the hair colour of each sample face."""
-    table = read_attribute_table(root / "list_attr_celeba.txt")
-    colours = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair"]
-    path = root.parent / f"{root.name}_groups.csv"
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["file", "hair"])
-        for key, row in zip(table.keys, table.values):
-            writer.writerow([key, next(c for c in colours if row[table.names.index(c)] == 1)])
-    return path
 
 
 def test_categorical_head_and_predictor_records(probe_root, tmp_path):
-    groups = _write_hair_groups(probe_root)
+    groups = write_hair_groups(probe_root)
     dm, model, metrics = fit_probe(probe_root, PooledPixels(), tmp_path / "cache", images_kwargs=dict(
         attributes=["Male"], categories_file=str(groups), categories={"hair": "hair"}))
     assert dm.categories == {"hair": ["Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair"]}
@@ -173,29 +162,19 @@ def test_categorical_head_and_predictor_records(probe_root, tmp_path):
     files = dm.images.splits["test"][:5]
     records = predictor.predict_records(files)
     assert len(records) == 5 and set(records[0]) == {"Male", "hair"}
-    for rec, true_class in zip(records, test_classes[:5]):
+    for rec in records:
         assert sum(rec["hair"].values()) == pytest.approx(1.0, abs=1e-5)
         assert 0.0 <= rec["Male"] <= 1.0
     predicted = [max(r["hair"], key=r["hair"].get) for r in records]
     assert sum(p == dm.categories["hair"][int(c)] for p, c in zip(predicted, test_classes[:5])) >= 3
 
 
-def _independent_folder(tmp_path: Path) -> Path:
-    """Another drawn set, labelled only for Male (the paper's separately collected gender test set)."""
-    from facefd.data.sample_faces import generate_sample_faces
-
-    root = generate_sample_faces(tmp_path / "independent", num_images=40, image_size=32, seed=7, progress=False)
-    table = read_attribute_table(root / "list_attr_celeba.txt")
-    male = table.values[:, table.names.index("Male")]
-    lines = [str(len(table.keys)), "Male"] + [f"{k} {1 if v else -1}" for k, v in zip(table.keys, male)]
-    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def test_train_py_probe_end_to_end_with_independent_test_set(probe_root, tmp_path):
     from facefd.train import run
 
-    independent = _independent_folder(tmp_path)
+    independent = independent_folder(tmp_path)
     cfg = compose_train(tmp_path, [
         "model=probe", "data=faces", f"data.root={probe_root}", "data.num_workers=0",
         "probe.extractor={_target_:helpers.PooledPixels}", f"probe.cache_dir={tmp_path / 'cache'}",
@@ -236,7 +215,7 @@ def test_train_py_probe_end_to_end_with_independent_test_set(probe_root, tmp_pat
 
 
 def test_independent_test_set_reports_only_its_attributes(probe_root, tmp_path):
-    independent = _independent_folder(tmp_path)
+    independent = independent_folder(tmp_path)
     images = FaceImageDataModule(str(probe_root), num_workers=0, attributes=["Blond_Hair", "Male"])
     dm = ProbeFeatureDataModule(images, PooledPixels(), str(tmp_path / "cache"), extract_num_workers=0,
                                 batch_size=64, extra_test_root=str(independent))

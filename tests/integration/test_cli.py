@@ -4,6 +4,7 @@ pytorch-fid / clean-fid statistics formats."""
 import os
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -48,8 +49,14 @@ def test_wheel_installs_a_working_facefd_command(tmp_path):
           str(source)], tmp_path)
     wheel = next(wheels.glob("facefd-*.whl"))
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)  # torch & co. from this machine
+    venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
+    # torch & co. from the environment running the tests (a user's venv or the system's), but not its
+    # facefd: a path listed in a .pth file is added to sys.path without processing the .pth files there
+    # (the editable install's finder), and the new venv's own site-packages comes first
+    site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path).stdout.strip()
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(site) / "facefd-test-deps.pth").write_text("\n".join(sorted(ours)) + "\n")
     _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-compile", str(wheel)], tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -61,7 +68,7 @@ def test_wheel_installs_a_working_facefd_command(tmp_path):
     _run([*facefd, "train", "debug=fast", "data.num_images=60", "data.image_size=32"], empty)
     assert (empty / "data" / "sample_faces_v2" / "facefd_sample.json").exists()  # user data in the cwd
     a, b = _folder(empty / "a", 6, 0), _folder(empty / "b", 6, 1)
-    out = _run([*facefd, "fd", str(a), str(b), "--metric", "random:test_resnet", "--num-workers", "0"], empty)
+    out = _run([*facefd, "fd", str(a), str(b), "--extractor", "random:test_resnet", "--num-workers", "0"], empty)
     assert out.stdout.strip().startswith("FD: ")
     help_text = _run([*facefd, "evaluate", "task=fd", "--cfg", "job"], empty).stdout
     assert "task: fd" in help_text
@@ -76,11 +83,11 @@ def test_fd_command_matches_the_api_and_writes_peer_formats(tmp_path):
     from facefd.metrics.stats import GaussianStats, StatisticsFileError
 
     a, b = _folder(tmp_path / "a", 8, 0), _folder(tmp_path / "b", 8, 1)
-    cli = [sys.executable, "-m", "facefd", "fd", "--metric", "random:test_resnet", "--num-workers", "0"]
+    cli = [sys.executable, "-m", "facefd", "fd", "--extractor", "random:test_resnet", "--num-workers", "0"]
     printed = float(_run([*cli, str(a), str(b)], tmp_path).stdout.split("FD:")[1])
     metric = FrechetDistance(timm_extractor("test_resnet", random_init=True), normalize=True)
     sa, sb = folder_statistics(metric, a, num_workers=0), folder_statistics(metric, b, num_workers=0)
-    from test_frechet_formula import scipy_reference
+    from references import scipy_reference
 
     want = scipy_reference(sa.mean.numpy(), sa.cov.numpy(), sb.mean.numpy(), sb.cov.numpy())
     assert printed == pytest.approx(want, rel=1e-6)  # scipy's sqrtm loses digits on 8 samples in 512-d

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_frechet_formula import scipy_reference
+from references import scipy_reference
 
 from facefd.data.images import load_rgb
 from facefd.data.sample_faces import generate_sample_faces
@@ -21,7 +21,7 @@ from facefd.evaluation.correlate import correlate, read_ratings
 from facefd.evaluation.image_sets import ImageSet
 from facefd.evaluation.neighbors import grid_size, knn_search
 from facefd.evaluation.perturbations import GaussianBlur, GaussianNoise
-from test_train import _cli
+from runs import run_script
 
 POOLED = "{_target_:helpers.PooledPixels}"
 
@@ -63,11 +63,12 @@ def test_heavier_perturbations_move_further(probe_root, tmp_path):
 def test_benchmark_cli_writes_tables_and_chart(probe_root, tmp_path):
     other = generate_sample_faces(tmp_path / "other", num_images=80, image_size=48, seed=3, progress=False)
     out = tmp_path / "bench"
-    proc = _cli(["evaluate.py", "task=benchmark", f"reference.root={probe_root}", f"sets=[drawn@{other}]",
+    proc = run_script(["evaluate.py", "task=benchmark", f"reference.root={probe_root}", f"sets=[drawn@{other}]",
                  f"metrics=[{POOLED},random:test_resnet]", "perturb=[hflip,blur,grayscale]", "num_samples=80",
                  "bootstrap=10", "rescale.set=blur", "num_workers=0", f"cache_dir={tmp_path / 'cache'}", f"out={out}"],
                 tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "metrics= is deprecated; use extractors=" in proc.stderr + proc.stdout  # the old key still works, and says so
     records = json.loads((out / "benchmark.json").read_text())
     assert {r["set"] for r in records} == {"held-out", "hflip", "blur", "grayscale", "drawn"}
     assert {r["metric"] for r in records} == {"PooledPixels", "random:test_resnet"}
@@ -135,8 +136,8 @@ def test_neighbors_cli_json_and_grid(probe_root, tmp_path):
     for p in images[100:250]:
         shutil.copy(p, gallery)
     out = tmp_path / "nn"
-    proc = _cli(["evaluate.py", "task=neighbors", f"queries={queries}", f"gallery={gallery}",
-                 f"metrics=[{POOLED},random:test_resnet]", "k=3", "distance=l2", "thumb=32", "num_workers=0",
+    proc = run_script(["evaluate.py", "task=neighbors", f"queries={queries}", f"gallery={gallery}",
+                 f"extractors=[{POOLED},random:test_resnet]", "k=3", "distance=l2", "thumb=32", "num_workers=0",
                  f"cache_dir={tmp_path / 'cache'}", f"out={out}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "neighbors.json").read_text())
@@ -216,7 +217,7 @@ def test_curve_from_a_csv_log(tmp_path):
     log = tmp_path / "run" / "csv" / "version_0"
     log.mkdir(parents=True)
     (log / "metrics.csv").write_text("epoch,step,train/loss,val/fdd\n0,9,1.0,\n0,9,,12.5\n1,19,0.8,\n1,19,,7.25\n")
-    proc = _cli(["evaluate.py", "task=curve", f"run={tmp_path / 'run'}", f"out={tmp_path / 'out'}"], tmp_path)
+    proc = run_script(["evaluate.py", "task=curve", f"run={tmp_path / 'run'}", f"out={tmp_path / 'out'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = (tmp_path / "out" / "curve.csv").read_text().splitlines()
     assert lines == ["metric,step,value", "val/fdd,9,12.5", "val/fdd,19,7.25"]
@@ -226,9 +227,9 @@ def test_curve_from_a_csv_log(tmp_path):
 def test_subgroups_from_a_category_file(probe_root):
     from facefd.data.attributes import read_attribute_table
     from facefd.evaluation.subgroups import group_labels
-    from test_probe import _write_hair_groups
+    from runs import write_hair_groups
 
-    groups_csv = _write_hair_groups(probe_root)
+    groups_csv = write_hair_groups(probe_root)
     paths = sorted((probe_root / "images").glob("*.png"))[:40]
     groups = group_labels(paths, probe_root, ["hair", "Male"], categories_file=str(groups_csv))
     table = read_attribute_table(probe_root / "list_attr_celeba.txt")

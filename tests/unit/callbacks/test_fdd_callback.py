@@ -8,8 +8,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from facefd import FDDCallback, FrechetDistance
-from test_frechet_formula import scipy_reference
-from test_frechet_metric import LinearFeatures, numpy_features
+from references import scipy_reference
+from references import LinearFeatures, numpy_features
 
 
 class ToyGenerator(pl.LightningModule):

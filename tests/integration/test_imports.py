@@ -1,0 +1,40 @@
+"""What importing facefd loads: ``import facefd`` and ``facefd --help`` load no torch, ``facefd fd`` no
+Lightning (public names load their modules on first use). Checked in fresh interpreters through
+``sys.modules``, the interpreter's own record of what was imported; import time is measured in
+``bench/import_time.py``, not asserted here."""
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+LIGHTNING = "[m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]"
+
+
+def _python(code: str, cwd) -> str:
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_import_and_help_load_no_torch(tmp_path):
+    out = _python("import sys, facefd\nfrom facefd.cli import main\nmain(['--help'])\n"
+                  "print('torch' in sys.modules, 'hydra' in sys.modules)\n"
+                  "assert callable(facefd.frechet_distance) and 'torch' in sys.modules  # loaded on first use", tmp_path)
+    assert "usage: facefd" in out
+    assert out.strip().splitlines()[-1] == "False False"
+
+
+def test_fd_command_loads_no_lightning(tmp_path):
+    for name, seed in (("a", 0), ("b", 1)):
+        (tmp_path / name).mkdir()
+        rng = np.random.default_rng(seed)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    out = _python("import sys\nfrom facefd.cli import main\n"
+                  "main(['fd', 'a', 'b', '--extractor', 'random:test_resnet', '--num-workers', '0'])\n"
+                  f"print({LIGHTNING})", tmp_path)
+    assert "FD: " in out
+    assert out.strip().splitlines()[-1] == "[]"
+    # the same interpreter does load Lightning for what needs it: the check above can fail
+    assert "lightning" in _python(f"import sys, facefd\nfacefd.FDDCallback\nprint({LIGHTNING})", tmp_path)
