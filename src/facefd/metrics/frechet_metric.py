@@ -189,10 +189,26 @@ class FrechetDistance(Metric):
                              "uint8 images in [0, 255]")
         return imgs.float()
 
+    def train(self, mode: bool = True) -> "FrechetDistance":
+        """The metric's own flag follows its parent (Lightning sets every child's each epoch); the
+        extractor stays in eval mode, as torchmetrics keeps its Inception, so BatchNorm and dropout never
+        change the features or their running statistics."""
+        super().train(mode)
+        self.extractor.eval()
+        return self
+
+    def _keep_extractor_frozen(self) -> None:
+        """Undo a parent's ``requires_grad_(True)`` or ``.train()`` before the extractor runs."""
+        if any(m.training for m in self.extractor.modules()):
+            self.extractor.eval()
+        if any(p.requires_grad for p in self.extractor.parameters()):
+            self.extractor.requires_grad_(False)
+
     @torch.no_grad()
     def extract(self, imgs: Tensor) -> Tensor:
         """Features of a batch, float32 outside autocast, checked for shape (finiteness: at compute,
         so that updates never wait for the GPU)."""
+        self._keep_extractor_frozen()
         x = self._images_to_float(imgs)
         if self.uint8_input:
             x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
