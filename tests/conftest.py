@@ -87,3 +87,43 @@ def _quiet_env(monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def fid_weights(tmp_path_factory) -> Path:
+    """The FID Inception architecture with random weights (torch-fidelity's layout), saved as a plain state
+    dict under a name of its own (a file named like the standard weights must hash to them)."""
+    import torch
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: {})
+    patch.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+    torch.manual_seed(0)
+    net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    patch.undo()
+    path = tmp_path_factory.mktemp("fid") / "random_inception.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def known_inception(fid_weights, tmp_path, monkeypatch):
+    """The table of known weights pointed at the random Inception, served from 127.0.0.1, with an empty
+    torch.hub cache: ``feature=2048`` without a file fetches, verifies and caches it as users' runs do."""
+    from facefd.utils import weights
+    from facefd.utils.files import file_sha256
+    from weights_server import WeightsServer
+
+    served = tmp_path / "served"
+    served.mkdir()
+    spec = weights.KNOWN_WEIGHTS["inception"]
+    (served / spec.filename).write_bytes(fid_weights.read_bytes())
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    for variable in (*weights.OFFLINE_VARIABLES, weights.MIRROR_VARIABLE):
+        monkeypatch.delenv(variable, raising=False)
+    with WeightsServer(served) as server:
+        monkeypatch.setitem(weights.KNOWN_WEIGHTS, "inception", weights.KnownWeights(
+            url=f"{server.url}/{spec.filename}", sha256=file_sha256(fid_weights), filename=spec.filename,
+            aliases=spec.aliases, description=spec.description))
+        yield server

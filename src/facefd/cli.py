@@ -49,8 +49,8 @@ def fd_parser() -> argparse.ArgumentParser:
                                 "statistics files (.npz), printed like python -m pytorch_fid.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="two folders / .npz files (one folder with --save-stats)")
     p.add_argument("--extractor", default="fdd@extractor/extractor.safetensors",
-                   help="fdd@EXTRACTOR (default: ./extractor/extractor.safetensors), fid@pt_inception-2015-12-05-"
-                        "6726825d.pth, timm:NAME@WEIGHTS, random:NAME")
+                   help="fdd@EXTRACTOR (default: ./extractor/extractor.safetensors), fid (the standard weights, fetched "
+                        "and hash-checked) or fid@FILE, timm:NAME@WEIGHTS, random:NAME")
     p.add_argument("--metric", default=None, help="deprecated name of --extractor")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--num-workers", type=int, default=None,

@@ -1,14 +1,18 @@
 """Feature extractors for the Fréchet distance, all offline: DINO-faces (FDD), Inception (FID), timm."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
-from facefd.models.extractor import FeatureExtractor, file_sha256, load_extractor
+from facefd.models.extractor import FeatureExtractor, load_extractor
+from facefd.utils.errors import UserError
+from facefd.utils.files import file_sha256
+from facefd.utils.weights import KNOWN_WEIGHTS, fetch_weights
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 #: Feature layers of the FID Inception (torchmetrics' ``feature=``): pool1, pool2, pre-aux, final pool.
@@ -27,31 +31,35 @@ class InceptionFID(nn.Module):
     resizes to 299x299 itself (torch-fidelity's TF-compatible bilinear resize), whatever their size.
     """
 
-    def __init__(self, weights_path: str | Path, layer: int = 2048, resize: str = "tf_bilinear") -> None:
+    def __init__(self, weights_path: Optional[str | Path] = None, layer: int = 2048, resize: str = "tf_bilinear") -> None:
         super().__init__()
         if layer not in FID_LAYERS:
             raise ValueError(f"the FID Inception has feature layers {FID_LAYERS}, not {layer}")
         if resize not in FID_RESIZES:
             raise ValueError(f"resize must be one of {FID_RESIZES}, got {resize!r}")
         self.num_features, self.resize = layer, resize
-        path = Path(weights_path).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(
-                f"FID Inception weights {path} not found: provide the file {FID_WEIGHTS_NAME} "
-                "(the standard pytorch-fid/torch-fidelity weights) and pass its path"
-            )
         try:
-            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+            import torch_fidelity.feature_extractor_inceptionv3 as tfi
         except ImportError as exc:
             raise ImportError('metric=fid needs torch-fidelity: pip install -e ".[fid]"') from exc
-        self.net = FeatureExtractorInceptionV3("inception-v3-compat", [str(layer)],
-                                               feature_extractor_weights_path=str(path))
+        path = fetch_weights("inception") if weights_path is None else Path(weights_path).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"FID Inception weights {path} not found: give the file {FID_WEIGHTS_NAME} "
+                "(the standard pytorch-fid/torch-fidelity weights), or no path to fetch it"
+            )
+        digest = file_sha256(path)
+        check_claimed_weights(path, digest, "inception")
+        state = load_state_dict_file(path)
+        with _torch_fidelity_loads(tfi, state):  # torch-fidelity would unpickle the file itself
+            self.net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", [str(layer)],
+                                                       feature_extractor_weights_path=str(path))
         # channels-last weights: oneDNN / cuDNN convolutions run in NHWC without per-call reorders (1.4x on
         # 2 CPU cores, features equal to 1e-8; bench/fd_folder.py); values and fingerprint are unchanged
         self.net.to(memory_format=torch.channels_last)
         tag = "inception-fid" if layer == 2048 else f"inception-fid-{layer}"
         tag += "" if resize == "tf_bilinear" else f"-{resize}"
-        self.fingerprint = hashlib.sha256(f"{tag}:{file_sha256(path)}".encode()).hexdigest()
+        self.fingerprint = hashlib.sha256(f"{tag}:{digest}".encode()).hexdigest()
         self.card = {"backbone": {"target": "torch_fidelity inception-v3-compat", "weights": path.name},
                      "input_size": 299, "resize": FID_RESIZES[resize], "preprocessing_version": 1}
         self.eval()
@@ -78,8 +86,61 @@ def pil_bicubic_299(images: torch.Tensor) -> torch.Tensor:
     return out.to(images.device)
 
 
-def inception_extractor(weights_path: str | Path, resize: str = "tf_bilinear") -> InceptionFID:
+def inception_extractor(weights_path: Optional[str | Path] = None, resize: str = "tf_bilinear") -> InceptionFID:
+    """The FID Inception from ``weights_path``, or (``None``) the standard file, fetched and verified."""
     return InceptionFID(weights_path, resize=resize)
+
+
+class WeightsFileError(UserError, ValueError):
+    """A weights file that is not a plain state dict, or that claims a standard name with another hash."""
+
+
+def check_claimed_weights(path: Path, digest: str, name: str) -> None:
+    """A file named like the standard ``name`` weights must hash to them: a stranger's file under the
+    standard name is refused rather than silently giving other numbers."""
+    spec = KNOWN_WEIGHTS[name]
+    if path.name in (spec.filename, *spec.aliases) and digest != spec.sha256:
+        raise WeightsFileError(f"{path} is named like {spec.description} but its sha256 {digest[:16]}... is not "
+                               f"{spec.sha256[:16]}...: rename it if it is another network on purpose")
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ``.pth``/``.pt`` state dict loaded with ``weights_only=True`` (no code from the file runs),
+    checked to be a flat mapping of names to tensors.
+
+    Raises:
+        WeightsFileError: anything else, in one line naming the file.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an unpickling refusal, a truncated zip, ...: all the same to the user
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise WeightsFileError(f"{path} is not a plain weights file (refused by weights_only loading: {first})") from None
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise WeightsFileError(f"{path} is not a state dict of named tensors")
+    return state
+
+
+@contextlib.contextmanager
+def _torch_fidelity_loads(tfi: Any, state: dict[str, torch.Tensor]) -> Iterator[None]:
+    """While torch-fidelity builds its network, its ``torch.load`` (``weights_only=False``) returns the
+    state dict already loaded safely instead of reading the file."""
+
+    class _Torch:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(torch, name)
+
+        @staticmethod
+        def load(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+            return state
+
+    original = tfi.torch
+    tfi.torch = _Torch()
+    try:
+        yield
+    finally:
+        tfi.torch = original
 
 
 def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, random_init: bool = False,
@@ -143,7 +204,8 @@ EXTRACTOR_NAMES = "fdd | inception | timm:<model_name> | random:<timm model_name
 def build_extractor(name: Any, path: Optional[str | Path] = None, input_size: Optional[int] = None) -> nn.Module:
     """An extractor by short name, as the command line spells it (``probe.extractor=fdd``).
 
-    ``fdd`` (the DINO-faces file written by train.py), ``inception`` (FID's network, local weights),
+    ``fdd`` (the DINO-faces file written by train.py), ``inception`` (FID's network: a local weights file,
+    or without one the standard file fetched and verified),
     ``timm:<model>`` (local weights), ``random:<model>`` (random timm weights), an ``nn.Module``, or a
     config with ``_target_`` (any module of yours).
 
@@ -179,7 +241,7 @@ def build_extractor(name: Any, path: Optional[str | Path] = None, input_size: Op
     if name == "fdd":
         return fdd_extractor(need_path())
     if name in ("inception", "fid"):
-        return inception_extractor(need_path())
+        return inception_extractor(path)  # no file: the standard weights, fetched and verified
     kind, _, model_name = name.partition(":")
     if kind == "timm" and model_name:
         return timm_extractor(model_name, need_path(), input_size=input_size)

@@ -70,14 +70,12 @@ def feature_width_of(module: nn.Module, input_img_size: tuple[int, int, int], me
 
 
 def fid_inception(feature: int, weights_path: Optional[str | Path]) -> nn.Module:
-    """torchmetrics' ``feature=<int>``: the FID Inception (torch-fidelity) at that layer, from local weights."""
-    from facefd.metrics.extractors import FID_LAYERS, FID_WEIGHTS_NAME, InceptionFID
+    """torchmetrics' ``feature=<int>``: the FID Inception (torch-fidelity) at that layer, from
+    ``weights_path``, or (``None``) the standard weights fetched, verified and cached as torch-fidelity does."""
+    from facefd.metrics.extractors import FID_LAYERS, InceptionFID
 
     if feature not in FID_LAYERS:
         raise ValueError(f"feature={feature}: the FID Inception gives {FID_LAYERS} features")
-    if weights_path is None:
-        raise FileNotFoundError(f"feature={feature} needs the FID Inception weights, and nothing is downloaded: "
-                                f"pass feature_extractor_weights_path=<path to {FID_WEIGHTS_NAME}>")
     return InceptionFID(weights_path, layer=feature)
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from facefd.data.tensors import resize_square  # noqa: F401  (re-exported)
 from facefd.models.backbone import build_from_spec
 from facefd.utils.errors import UserError
-from facefd.utils.files import atomic_path, write_text
+from facefd.utils.files import atomic_path, file_sha256, write_text  # noqa: F401  (file_sha256 re-exported)
 
 FORMAT = "facefd-extractor"
 FORMAT_VERSION = 1
@@ -87,14 +87,6 @@ class FeatureExtractor(nn.Module):
                 f"backbone returned features of shape {tuple(feats.shape)}, the card says [N, {self.num_features}]"
             )
         return feats
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def module_fingerprint(module: nn.Module) -> str:

@@ -63,20 +63,6 @@ def _unbatched(batches):
     return DataLoader(batches, batch_size=None)
 
 
-@pytest.fixture(scope="module")
-def fid_weights(tmp_path_factory):
-    """The FID Inception architecture with random weights, saved as the file users provide."""
-    patch = pytest.MonkeyPatch()
-    patch.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: {})
-    patch.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
-    torch.manual_seed(0)
-    net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    patch.undo()
-    path = tmp_path_factory.mktemp("fid") / "pt_inception-2015-12-05-6726825d.pth"
-    torch.save(net.state_dict(), path)
-    return path
-
-
 @pytest.mark.parametrize("which", ["user_module", "fid_inception"])
 def test_value_and_batchnorm_survive_lightnings_train_mode(which, fid_weights, tmp_path):
     def metric():

@@ -8,26 +8,12 @@ import torch
 from torch import nn
 
 from facefd import FrechetDistance
-from facefd.metrics.extractors import FID_WEIGHTS_NAME
+from facefd.utils.weights import WeightsError
 from references import scipy_reference
 
 matplotlib.use("Agg")
 tfi = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
 tm_fid = pytest.importorskip("torchmetrics.image.fid")
-
-
-@pytest.fixture(scope="module")
-def fid_weights(tmp_path_factory):
-    """The FID Inception architecture with random weights, saved as the file users provide."""
-    patch = pytest.MonkeyPatch()
-    patch.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: {})
-    patch.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
-    torch.manual_seed(0)
-    net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    patch.undo()
-    path = tmp_path_factory.mktemp("fid") / FID_WEIGHTS_NAME
-    torch.save(net.state_dict(), path)
-    return path
 
 
 def _images(n, seed, size=48):
@@ -48,8 +34,10 @@ def test_feature_int_equals_torchmetrics(fid_weights):
     assert float(ours.compute()) == pytest.approx(float(theirs.compute()), rel=1e-6)
 
 
-def test_feature_int_without_weights_names_the_file():
-    with pytest.raises(FileNotFoundError, match=FID_WEIGHTS_NAME):
+def test_feature_int_without_weights_offline_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("FACEFD_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="weights-inception-2015-12-05-6726825d.pth"):
         FrechetDistance(feature=2048)
     with pytest.raises(ValueError, match="64, 192, 768, 2048"):
         FrechetDistance(feature=100, feature_extractor_weights_path="x.pth")
