@@ -20,6 +20,7 @@ FID_LAYERS = (64, 192, 768, 2048)
 #: How images reach 299 x 299: torch-fidelity's TF-1.x-compatible bilinear inside the network (pytorch-fid's
 #: and torch-fidelity's FID), or clean-fid's PIL bicubic before it.
 FID_RESIZES = {"tf_bilinear": "uint8 input, torch-fidelity TF-compatible bilinear to 299",
+               "antialias": "uint8 input, torch's antialiased bilinear to 299 (torchmetrics' default, antialias=True)",
                "pil_bicubic": "uint8 input, PIL bicubic to 299 per channel (clean-fid's filter), rounded to uint8"}
 
 
@@ -52,8 +53,14 @@ class InceptionFID(nn.Module):
         check_claimed_weights(path, digest, "inception")
         state = load_state_dict_file(path)
         with _torch_fidelity_loads(tfi, state):  # torch-fidelity would unpickle the file itself
-            self.net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", [str(layer)],
-                                                       feature_extractor_weights_path=str(path))
+            if resize == "antialias":  # torchmetrics' own network, so its values are torchmetrics' exactly
+                from torchmetrics.image.fid import NoTrainInceptionV3
+
+                self.net = NoTrainInceptionV3("inception-v3-compat", [str(layer)],
+                                              feature_extractor_weights_path=str(path), antialias=True)
+            else:
+                self.net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", [str(layer)],
+                                                           feature_extractor_weights_path=str(path))
         # channels-last weights: oneDNN / cuDNN convolutions run in NHWC without per-call reorders (1.4x on
         # 2 CPU cores, features equal to 1e-8; bench/fd_folder.py); values and fingerprint are unchanged
         self.net.to(memory_format=torch.channels_last)
@@ -69,6 +76,8 @@ class InceptionFID(nn.Module):
         x = images if images.dtype == torch.uint8 else (images.clamp(0, 1) * 255).round().to(torch.uint8)
         if self.resize == "pil_bicubic":
             x = pil_bicubic_299(x)
+        if self.resize == "antialias":
+            return self.net(x).float()
         return self.net(x)[0].reshape(x.shape[0], -1).float()
 
 

@@ -69,14 +69,16 @@ def feature_width_of(module: nn.Module, input_img_size: tuple[int, int, int], me
     return int(out.shape[1])
 
 
-def fid_inception(feature: int, weights_path: Optional[str | Path]) -> nn.Module:
+def fid_inception(feature: int, weights_path: Optional[str | Path], antialias: bool = True) -> nn.Module:
     """torchmetrics' ``feature=<int>``: the FID Inception (torch-fidelity) at that layer, from
-    ``weights_path``, or (``None``) the standard weights fetched, verified and cached as torch-fidelity does."""
+    ``weights_path``, or (``None``) the standard weights fetched, verified and cached as torch-fidelity does.
+    ``antialias`` has torchmetrics' meaning: resize to 299 with torch's antialiased bilinear (its default),
+    or (``False``) with torch-fidelity's TF-compatible bilinear, the reference FID's."""
     from facefd.metrics.extractors import FID_LAYERS, InceptionFID
 
     if feature not in FID_LAYERS:
-        raise ValueError(f"feature={feature}: the FID Inception gives {FID_LAYERS} features")
-    return InceptionFID(weights_path, layer=feature)
+        raise ValueError(f"Integer input to argument `feature` must be one of {FID_LAYERS}, but got {feature}.")
+    return InceptionFID(weights_path, layer=feature, resize="antialias" if antialias else "tf_bilinear")
 
 
 class FrechetDistance(Metric):
@@ -139,16 +141,21 @@ class FrechetDistance(Metric):
 
     def __init__(self, feature: int | nn.Module | None = 2048, reset_real_features: bool = True,
                  normalize: bool = False, input_img_size: tuple[int, int, int] = (3, 299, 299),
-                 feature_extractor_weights_path: Optional[str | Path] = None, *,
+                 feature_extractor_weights_path: Optional[str | Path] = None, antialias: bool = True, *,
                  feature_extractor: Optional[nn.Module] = None, num_features: Optional[int] = None,
                  reservoir_size: int = 0, reservoir_seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        for name, value in (("normalize", normalize), ("reset_real_features", reset_real_features)):
+            if not isinstance(value, bool):  # torchmetrics' checks and messages
+                raise ValueError(f"Argument `{name}` expected to be a bool")
         extractor = feature_extractor if feature_extractor is not None else feature
         if isinstance(extractor, bool) or not isinstance(extractor, (int, nn.Module)):
-            raise TypeError(f"feature must be 64/192/768/2048 (the FID Inception) or an nn.Module, "
-                            f"got {type(extractor).__name__}")
+            raise TypeError(f"Got unknown input to argument `feature`: 64/192/768/2048 (the FID Inception) or an "
+                            f"nn.Module, not {type(extractor).__name__}")
+        #: the network was built from ``feature=<int>``: images reach it as torchmetrics hands them over
+        self._builds_inception = isinstance(extractor, int)
         if isinstance(extractor, int):
-            extractor = fid_inception(extractor, feature_extractor_weights_path)
+            extractor = fid_inception(extractor, feature_extractor_weights_path, antialias)
         self.extractor = extractor.eval()
         self.extractor.requires_grad_(False)
         #: the extractor wants uint8 images in [0, 255] (torchmetrics' NoTrainInceptionV3 asserts it)
@@ -207,7 +214,9 @@ class FrechetDistance(Metric):
         """Features of a batch, float32 outside autocast, checked for shape (finiteness: at compute,
         so that updates never wait for the GPU)."""
         self._keep_extractor_frozen()
-        x = self._images_to_float(imgs)
+        if self._builds_inception and imgs.is_floating_point() and self.normalize:
+            imgs = (imgs * 255).byte()  # torchmetrics' conversion for its Inception: truncation, not rounding
+        x = imgs if self._builds_inception and imgs.dtype == torch.uint8 else self._images_to_float(imgs)
         if self.uint8_input:
             x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -220,9 +229,75 @@ class FrechetDistance(Metric):
     def update(self, imgs: Tensor, real: bool) -> None:  # type: ignore[override]
         self.update_features(self.extract(imgs), real)
 
-    def forward(self, imgs: Tensor, real: bool) -> None:  # type: ignore[override]
-        """Same as ``update``: a distance of one batch means nothing, so no batch value is computed."""
-        self.update(imgs, real)
+    def forward(self, imgs: Tensor, real: bool) -> Tensor:  # type: ignore[override]
+        """torchmetrics' ``forward``: add the batch, and return the distance of the batch's own state
+        (this batch in its set, and the real set kept by ``reset_real_features=False``), computed without
+        synchronising. As in torchmetrics it raises when that state has fewer than 2 images in a set.
+        Unlike torchmetrics' FID, the kept real set is not counted twice in the accumulated state."""
+        feats = self.extract(imgs)
+        saved = {name: getattr(self, name).clone() for name in self._defaults}
+        saved_flags, saved_count = dict(self._shift_set), self._update_count
+        to_sync, self._to_sync = self._to_sync, self.dist_sync_on_step
+        try:
+            self.reset()
+            self.update_features(feats, real)
+            value = self.compute()
+        finally:
+            self._to_sync = to_sync
+            for name, tensor in saved.items():
+                setattr(self, name, tensor)
+            self._shift_set, self._update_count, self._computed = saved_flags, saved_count, None
+        self.update_features(feats, real)
+        return value
+
+    # ------------------------------------------------------------------ torchmetrics' names
+    @property
+    def inception(self) -> nn.Module:
+        """torchmetrics' name of the network (the same module as :attr:`extractor`)."""
+        return self.extractor
+
+    def _torchmetrics_state(self, s: str) -> tuple[Tensor, Tensor, Tensor]:
+        """``(features_sum, features_cov_sum, num_samples)`` of one set in torchmetrics' form, from the
+        shifted float64 moments (this process's, as torchmetrics' states are between syncs)."""
+        shift, s1, s2, n = self._merged(s)
+        total = s1 + n * shift
+        cov_sum = s2 + torch.outer(shift, s1) + torch.outer(s1, shift) + n * torch.outer(shift, shift)
+        return total, cov_sum, n.round().to(torch.long)
+
+    real_features_sum = property(lambda self: self._torchmetrics_state("real")[0],
+                                 doc="torchmetrics' state: the sum of the real features (float64).")
+    real_features_cov_sum = property(lambda self: self._torchmetrics_state("real")[1],
+                                     doc="torchmetrics' state: the sum of the real features' outer products.")
+    real_features_num_samples = property(lambda self: self._torchmetrics_state("real")[2],
+                                         doc="torchmetrics' state: the number of real images (int64).")
+    fake_features_sum = property(lambda self: self._torchmetrics_state("fake")[0],
+                                 doc="torchmetrics' state: the sum of the generated features (float64).")
+    fake_features_cov_sum = property(lambda self: self._torchmetrics_state("fake")[1],
+                                     doc="torchmetrics' state: the sum of the generated features' outer products.")
+    fake_features_num_samples = property(lambda self: self._torchmetrics_state("fake")[2],
+                                         doc="torchmetrics' state: the number of generated images (int64).")
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Also reads a checkpoint of torchmetrics' ``FrechetInceptionDistance``: its ``*_features_sum``,
+        ``*_features_cov_sum`` and ``*_features_num_samples`` become the moments (shift 0), and its
+        ``inception.*`` weights load into :attr:`extractor`."""
+        from facefd.metrics.extractors import InceptionFID
+
+        for s in _SETS:
+            keys = [f"{prefix}{s}_features_{k}" for k in ("sum", "cov_sum", "num_samples")]
+            if all(k in state_dict for k in keys):
+                total, cov_sum, n = (state_dict.pop(k) for k in keys)
+                d = self.num_features
+                moments = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=self.device)
+                moments[:d, :d], moments[:d, d], moments[d, :d] = cov_sum.double(), total.double(), total.double()
+                moments[d, d] = float(n)
+                setattr(self, f"{s}_shift", torch.zeros(d, dtype=torch.float64, device=self.device))
+                setattr(self, f"{s}_moments", moments)
+                self._shift_set[s] = bool(n > 0)
+        inner = "net." if isinstance(self.extractor, InceptionFID) else ""
+        for key in [k for k in state_dict if k.startswith(prefix + "inception.")]:
+            state_dict[prefix + "extractor." + inner + key[len(prefix + "inception."):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def update_features(self, feats: Tensor, real: bool) -> None:
         """Accumulate precomputed features ``[N, num_features]`` (shape checked, cast to float64)."""

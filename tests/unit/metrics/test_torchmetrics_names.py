@@ -1,0 +1,104 @@
+"""Code written against torchmetrics' FrechetInceptionDistance runs on facefd's class: the ``inception``
+attribute, the state names code and checkpoints read, a torchmetrics checkpoint loaded, ``antialias``
+with torchmetrics' meaning and default, ``normalize=True``'s conversion, ``forward``'s batch value, and
+the error types. Reference: torchmetrics' own metric on the same network weights and images."""
+import pytest
+import torch
+from torch import nn
+
+from facefd import FrechetDistance
+
+tm_fid = pytest.importorskip("torchmetrics.image.fid")
+
+
+def _uint8(n, seed, size=48, scale=255.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 3, size, size, generator=g) * scale).to(torch.uint8)
+
+
+class MeanColour(nn.Module):
+    """Mean colour in [0, 1] of uint8 (as torchmetrics hands them over) or float images (as facefd does)."""
+
+    num_features = 3
+
+    def forward(self, x):
+        x = x.float() / 255 if x.dtype == torch.uint8 else x
+        return x.mean(dim=(2, 3))
+
+
+def _fill(metric, real, fake):
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    return metric
+
+
+def test_states_and_attribute_read_as_torchmetrics_names_them():
+    real, fake = _uint8(10, 0), _uint8(12, 1, scale=180)
+    ours, theirs = _fill(FrechetDistance(MeanColour()), real, fake), _fill(tm_fid.FrechetInceptionDistance(MeanColour()), real, fake)
+    assert ours.inception is ours.extractor
+    for name in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples",
+                 "fake_features_sum", "fake_features_cov_sum", "fake_features_num_samples"):
+        mine, reference = getattr(ours, name), getattr(theirs, name)
+        assert mine.dtype == reference.dtype, name
+        torch.testing.assert_close(mine, reference, rtol=1e-12, atol=1e-6, msg=name)
+    assert float(ours.compute()) == pytest.approx(float(theirs.compute()), rel=1e-6)
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+def test_antialias_and_normalize_follow_torchmetrics(fid_weights, antialias):
+    real, fake = torch.rand(6, 3, 48, 40), torch.rand(6, 3, 48, 40) * 0.7  # not 299: the resize matters
+    kwargs = dict(feature=64, normalize=True, feature_extractor_weights_path=str(fid_weights), antialias=antialias)
+    ours, theirs = FrechetDistance(**kwargs), tm_fid.FrechetInceptionDistance(**kwargs)
+    for m in (ours, theirs):
+        _fill(m, real, fake)
+    assert float(ours.compute()) == pytest.approx(float(theirs.compute()), rel=1e-5)
+
+
+def test_the_default_is_torchmetrics_antialias(fid_weights):
+    real, fake = _uint8(6, 2), _uint8(6, 3, scale=150)
+    ours = _fill(FrechetDistance(64, feature_extractor_weights_path=fid_weights), real, fake)
+    theirs = _fill(tm_fid.FrechetInceptionDistance(64, feature_extractor_weights_path=str(fid_weights)), real, fake)
+    tf_like = _fill(FrechetDistance(64, feature_extractor_weights_path=fid_weights, antialias=False), real, fake)
+    assert float(ours.compute()) == pytest.approx(float(theirs.compute()), rel=1e-5)
+    assert float(tf_like.compute()) != pytest.approx(float(ours.compute()), rel=1e-6)  # the option matters here
+
+
+def test_a_torchmetrics_checkpoint_loads_and_gives_the_same_value(fid_weights):
+    theirs = tm_fid.FrechetInceptionDistance(64, feature_extractor_weights_path=str(fid_weights))
+    theirs.persistent(True)
+    _fill(theirs, _uint8(8, 4), _uint8(8, 5, scale=200))
+    checkpoint = theirs.state_dict()
+    assert any(k.startswith("inception.") for k in checkpoint) and "real_features_cov_sum" in checkpoint
+    ours = FrechetDistance(64, feature_extractor_weights_path=fid_weights)
+    ours.load_state_dict(checkpoint)
+    assert int(ours.real_features_num_samples) == 8
+    assert float(ours.compute()) == pytest.approx(float(theirs.compute()), rel=1e-6)
+    ours.update(_uint8(4, 6, scale=200), real=False)  # and it goes on accumulating
+    theirs.update(_uint8(4, 6, scale=200), real=False)
+    assert float(ours.compute()) == pytest.approx(float(theirs.compute()), rel=1e-6)
+
+
+def test_forward_returns_the_batch_value():
+    real, first, second = _uint8(10, 7), _uint8(6, 8, scale=200), _uint8(6, 9, scale=120)
+    metric = FrechetDistance(MeanColour(), reset_real_features=False)
+    metric.update(real, real=True)
+    batch_value = metric(first, real=False)
+    alone = _fill(FrechetDistance(MeanColour()), real, first)  # the batch against the real set
+    assert float(batch_value) == pytest.approx(float(alone.compute()), rel=1e-9)
+    metric(second, real=False)
+    everything = _fill(FrechetDistance(MeanColour()), real, torch.cat([first, second]))
+    assert float(metric.compute()) == pytest.approx(float(everything.compute()), rel=1e-9)  # nothing counted twice
+    with pytest.raises(RuntimeError):  # torchmetrics: a batch state without 2 images in each set cannot compute
+        FrechetDistance(MeanColour())(real, real=True)
+
+
+def test_error_types_are_torchmetrics():
+    for bad in (lambda: FrechetDistance(MeanColour(), normalize=1),
+                lambda: FrechetDistance(MeanColour(), reset_real_features="no"),
+                lambda: FrechetDistance(feature=100)):
+        with pytest.raises(ValueError):
+            bad()
+    with pytest.raises(TypeError):
+        FrechetDistance(feature="inception")
+    with pytest.raises(RuntimeError):
+        FrechetDistance(MeanColour()).compute()
