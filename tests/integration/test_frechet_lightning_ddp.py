@@ -44,12 +44,15 @@ def test_two_processes_give_the_single_process_value(tmp_path, flavour, strategy
         assert (int(real_after), int(fake_after)) == (120, 120)
 
 
-def test_fdd_callback_under_ddp_spawn(tmp_path):
+@pytest.mark.parametrize("mode", ["callback", "callback-loader"])
+def test_fdd_callback_under_ddp_spawn(tmp_path, mode):
+    """callback: the real set as a statistics file; callback-loader: as a DataLoader of the same 240 images,
+    whose statistics every rank computes from its share of the batches, gathered."""
     real = make_images(240, 0, 0.0)
     reference = FrechetDistance(PooledColour())
     reference.update(real, real=True)
     ref_path = reference.save_reference(tmp_path / "ref.npz")
-    result = _run(tmp_path, "lightning.pytorch", "ddp_spawn", "2", "callback", str(ref_path))
+    result = _run(tmp_path, "lightning.pytorch", "ddp_spawn", "2", mode, str(ref_path))
     logged = [float(v) for v in result.read_text().split()]
     fr = _features(real)
     assert len(logged) == 2

@@ -131,6 +131,13 @@ class SamplerLightning(_Sampler, _L.LightningModule):
     pass
 
 
+class SamplerPL(_Sampler, _PL.LightningModule):
+    pass
+
+
+SAMPLERS = {"lightning.pytorch": SamplerLightning, "pytorch_lightning": SamplerPL}
+
+
 class RecordFDD(_L.Callback):
     """Rank 0 appends each logged ``val/fdd`` to a file (spawned processes share no Python objects)."""
 
@@ -154,10 +161,13 @@ def main() -> None:
     kw = dict(strategy=strategy) if devices > 1 else {}
     common = dict(accelerator="cpu", devices=devices, logger=False, enable_checkpointing=False,
                   enable_progress_bar=False, enable_model_summary=False, **kw)
-    if mode == "callback":
+    if mode in ("callback", "callback-loader"):
         from facefd import FDDCallback
 
-        fdd = FDDCallback(sys.argv[6], num_samples=45, batch_size=10,
+        # callback-loader: the real images as the project has them, a DataLoader of (image, label) batches
+        reference = (DataLoader([(img, 0) for img in make_images(240, 0, 0.0)], batch_size=32)
+                     if mode == "callback-loader" else sys.argv[6])
+        fdd = FDDCallback(reference, num_samples=45, batch_size=10, cache_dir=None,
                           metric=FrechetDistance(PooledColour(), normalize=False))
         trainer = _L.Trainer(max_epochs=2, num_sanity_val_steps=0, callbacks=[fdd, RecordFDD(out)], **common)
         trainer.fit(SamplerLightning())

@@ -8,6 +8,7 @@ from typing import Callable, Optional
 import lightning.pytorch as pl
 import torch
 
+from facefd.callbacks.reference import Reference, check_reference, reference_statistics
 from facefd.metrics.frechet_metric import FDD, FrechetDistance
 from facefd.utils.distributed import destroy_process_group_at_exit
 
@@ -31,7 +32,12 @@ class FDDCallback(pl.Callback):
     which therefore runs on every rank, and every rank logs the same value.
 
     Args:
-        reference: statistics file made with the same extractor (``evaluate.py task=stats``).
+        reference: the real set: a statistics file made with the same extractor (``evaluate.py task=stats``),
+            or real images -- a ``DataLoader`` (of image tensors, ``(images, ...)`` tuples or
+            ``{"image": ...}``), a tensor ``[N, 3, H, W]`` or a folder. Images are turned into statistics
+            once, in ``setup``, every DDP rank extracting its share on the trainer's device, and cached
+            in ``cache_dir`` by extractor fingerprint and source for the next run.
+        cache_dir: where image references' statistics are cached (``None``: recomputed every run).
         num_samples: images per evaluation (FD depends on N: keep it fixed across a run).
         metric: the ``FrechetDistance`` to use; or ``extractor_path`` for :class:`FDD`.
         sample_fn: ``(pl_module, n) -> images`` (uint8, or float in [0, 1]); default ``pl_module.sample(n)``.
@@ -49,23 +55,30 @@ class FDDCallback(pl.Callback):
         'val/fdd'
     """
 
-    def __init__(self, reference: str | Path, num_samples: int, every_n_epochs: int = 1,
+    def __init__(self, reference: Reference, num_samples: int, every_n_epochs: int = 1,
                  sample_fn: Optional[SampleFn] = None, metric: Optional[FrechetDistance] = None,
-                 extractor_path: Optional[str | Path] = None, name: str = "val/fdd", batch_size: int = 64) -> None:
+                 extractor_path: Optional[str | Path] = None, name: str = "val/fdd", batch_size: int = 64,
+                 cache_dir: Optional[str | Path] = "~/.cache/facefd/reference") -> None:
+        check_reference(reference)
         if metric is None:
             if extractor_path is None:
                 raise ValueError("FDDCallback needs metric=FrechetDistance(...) or extractor_path=<extractor>")
             metric = FDD(extractor_path, normalize=True)
         if num_samples < 2:
             raise ValueError("num_samples must be at least 2")
-        self.reference, self.num_samples, self.every_n_epochs = Path(reference), num_samples, every_n_epochs
+        self.reference, self.num_samples, self.every_n_epochs = reference, num_samples, every_n_epochs
         self.sample_fn = sample_fn or _default_sample
-        self.metric, self.name, self.batch_size = metric, name, batch_size
-        self.metric.load_reference(self.reference)
+        self.metric, self.name, self.batch_size, self.cache_dir = metric, name, batch_size, cache_dir
+        if isinstance(reference, (str, Path)) and Path(reference).suffix == ".npz":
+            self.metric.load_reference(Path(reference).expanduser())  # checked now, before any training
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.metric.to(pl_module.device)
         destroy_process_group_at_exit()
+        if self.metric._reference is None:  # images: their statistics once, every rank its share
+            stats = reference_statistics(self.metric, self.reference, trainer.global_rank, trainer.world_size,
+                                         self.cache_dir, self.batch_size, pl_module.device)
+            self.metric.use_reference(stats)
 
     def _share(self, trainer: pl.Trainer) -> int:
         world, rank = trainer.world_size, trainer.global_rank

@@ -476,6 +476,11 @@ class FrechetDistance(Metric):
             raise StatisticsFileError(
                 f"{path} was computed with another extractor (fingerprint {stats.fingerprint[:12] or 'none'}..., "
                 f"this one is {self.fingerprint[:12]}...); recompute the statistics with this extractor")
+        self.use_reference(stats)
+
+    def use_reference(self, stats: GaussianStats) -> None:
+        """Use ``stats`` (made with this extractor) as the fixed real set, as :meth:`load_reference` does
+        with a file."""
         device = self.fake_moments.device
         self._reference = GaussianStats(stats.mean.to(device), stats.cov.to(device), stats.count, stats.fingerprint,
                                         stats.metadata)
