@@ -19,9 +19,11 @@ atexit.register(destroy_process_group_if_initialized)
 
 
 class PooledColour(nn.Module):
-    """A deterministic 12-d extractor: 2x2 average-pooled RGB of [0, 1] images."""
+    """A deterministic 12-d extractor: 2x2 average-pooled RGB of [0, 1] images (declared, so uint8 images
+    reach it as floats in [0, 1])."""
 
     num_features = 12
+    input_dtype = torch.float32
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return nn.functional.adaptive_avg_pool2d(images.float(), 2).flatten(1)

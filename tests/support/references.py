@@ -30,9 +30,11 @@ def brute_prdc(real, fake, k):
 
 
 class LinearFeatures(nn.Module):
-    """A fixed linear map of the flattened image: features the test can recompute in numpy."""
+    """A fixed linear map of the flattened image: features the test can recompute in numpy. It declares
+    float input, so the metric hands it floats in [0, 1] from uint8 or float images."""
 
     num_features = 6
+    input_dtype = torch.float32
 
     def __init__(self, offset: float = 0.0, seed: int = 0):
         super().__init__()

@@ -32,6 +32,9 @@ class InceptionFID(nn.Module):
     resizes to 299x299 itself (torch-fidelity's TF-compatible bilinear resize), whatever their size.
     """
 
+    #: what FrechetDistance hands over: floats in [0, 1] (it quantises them itself, as torch-fidelity expects)
+    input_dtype = torch.float32
+
     def __init__(self, weights_path: Optional[str | Path] = None, layer: int = 2048, resize: str = "tf_bilinear") -> None:
         super().__init__()
         if layer not in FID_LAYERS:
@@ -77,7 +80,7 @@ class InceptionFID(nn.Module):
         if self.resize == "pil_bicubic":
             x = pil_bicubic_299(x)
         if self.resize == "antialias":
-            return self.net(x).float()
+            return self.net(x)  # in the network's dtype (torchmetrics' set_dtype)
         return self.net(x)[0].reshape(x.shape[0], -1).float()
 
 

@@ -15,6 +15,8 @@ from facefd.metrics.reservoir import empty_reservoir, reservoir_add, reservoir_m
 from facefd.metrics.stats import GaussianStats, StatisticsFileError
 
 _SETS = ("real", "fake")
+#: How nn.Module names the functions its dtype casts apply (torchmetrics' list).
+_DTYPE_CASTS = ("Module.type", "Module.half", "Module.float", "Module.double", "Module.bfloat16")
 
 
 def merge_moments(shift: Tensor, moments: Tensor, d: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -57,7 +59,7 @@ def feature_width_of(module: nn.Module, input_img_size: tuple[int, int, int], me
         return width
     c, h, w = input_img_size
     x = torch.rand(2, c, h, w, generator=torch.Generator().manual_seed(0))
-    if metric.uint8_input:
+    if metric.uint8_input or (metric.passes_images_through and not metric.normalize):  # torchmetrics' dummy
         x = (x * 255).round().to(torch.uint8)
     device = next((t.device for t in module.parameters()), torch.device("cpu"))
     with torch.no_grad():
@@ -160,6 +162,11 @@ class FrechetDistance(Metric):
         self.extractor.requires_grad_(False)
         #: the extractor wants uint8 images in [0, 255] (torchmetrics' NoTrainInceptionV3 asserts it)
         self.uint8_input = takes_uint8(extractor)
+        #: a module that declares no ``input_dtype`` gets the images as given, as torchmetrics hands them to
+        #: ``feature=<module>``; facefd's extractors (and modules declaring ``input_dtype = torch.float32``) get
+        #: floats in [0, 1] from either uint8 or float images
+        self.passes_images_through = (not self._builds_inception and not self.uint8_input
+                                      and getattr(extractor, "input_dtype", None) is None)
         self.normalize = normalize
         self.num_features = int(num_features or feature_width_of(extractor, input_img_size, self))
         self.reset_real_features = reset_real_features
@@ -214,11 +221,17 @@ class FrechetDistance(Metric):
         """Features of a batch, float32 outside autocast, checked for shape (finiteness: at compute,
         so that updates never wait for the GPU)."""
         self._keep_extractor_frozen()
-        if self._builds_inception and imgs.is_floating_point() and self.normalize:
-            imgs = (imgs * 255).byte()  # torchmetrics' conversion for its Inception: truncation, not rounding
-        x = imgs if self._builds_inception and imgs.dtype == torch.uint8 else self._images_to_float(imgs)
-        if self.uint8_input:
-            x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        if self.passes_images_through:
+            x = imgs
+        elif self._builds_inception:  # torchmetrics' own conversion for its Inception: truncation, not rounding
+            if imgs.is_floating_point() and not self.normalize:
+                raise ValueError("Expecting image as torch.Tensor with dtype=torch.uint8: float images need "
+                                 "normalize=True (values in [0, 1])")
+            x = (imgs * 255).byte() if imgs.is_floating_point() else imgs
+        else:
+            x = self._images_to_float(imgs)
+            if self.uint8_input:
+                x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
         with torch.autocast(device_type=x.device.type, enabled=False):
             feats = self.extractor(x)
         if feats.shape != (imgs.shape[0], self.num_features):
@@ -355,7 +368,8 @@ class FrechetDistance(Metric):
         shift, s1, s2, n = self._merged(s)
         count = int(n.item())
         if count < 2:
-            raise RuntimeError(f"the {s} set has {count} sample(s); the Fréchet distance needs at least 2")
+            raise RuntimeError("More than one sample is required for both the real and fake distributed to compute "
+                               f"FID (the {s} set has {count})")
         mean = shift + s1 / n
         cov = (s2 - torch.outer(s1, s1) / n) / (n - 1)
         return GaussianStats(mean, (cov + cov.T) / 2, count, self.fingerprint)
@@ -544,11 +558,31 @@ class FrechetDistance(Metric):
             for k, v in keep.items():
                 setattr(self, f"real_{k}", v)
 
-    def set_dtype(self, dst_type: torch.dtype) -> "FrechetDistance":
-        """States stay float64 whatever the module's dtype (precision of the moments)."""
+    def set_dtype(self, dst_type: torch.dtype | str) -> "FrechetDistance":
+        """torchmetrics' ``set_dtype``: the network computes in ``dst_type`` (the Inception's ``_dtype``
+        too, as torchmetrics sets it); the states stay float64 moments (their precision)."""
+        dtype = getattr(torch, dst_type) if isinstance(dst_type, str) else dst_type
+        self.extractor.to(dtype=dtype)
+        for module in self.extractor.modules():
+            if hasattr(module, "_dtype") or type(module).__name__ == "NoTrainInceptionV3":
+                module._dtype = dtype
+        return self
+
+    def half(self) -> "FrechetDistance":  # torchmetrics: casts of the parent do not reach a metric
+        return self
+
+    def float(self) -> "FrechetDistance":
+        return self
+
+    def double(self) -> "FrechetDistance":
+        return self
+
+    def type(self, dst_type: Any) -> "FrechetDistance":
         return self
 
     def _apply(self, fn, *args, **kwargs):
+        if not self._dtype_convert and any(name in str(fn) for name in _DTYPE_CASTS):
+            return self  # a parent's .half()/.double()/...: only set_dtype changes the network's dtype
         out = super()._apply(fn, *args, **kwargs)
         if self._reference is not None:  # follow the device of the states
             dev = self.fake_moments.device

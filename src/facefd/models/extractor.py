@@ -58,6 +58,9 @@ class FeatureExtractor(nn.Module):
     interpolation, then normalised with ``mean``/``std``. Always in eval mode, no gradients.
     """
 
+    #: what FrechetDistance hands over: floats in [0, 1] (from uint8 or float images)
+    input_dtype = torch.float32
+
     def __init__(self, backbone: nn.Module, num_features: int, input_size: int, mean: Sequence[float],
                  std: Sequence[float], fingerprint: str = "", card: Optional[dict[str, Any]] = None) -> None:
         super().__init__()

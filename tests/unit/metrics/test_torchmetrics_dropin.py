@@ -75,9 +75,9 @@ def test_plain_module_width_from_one_forward_and_value_against_scipy():
     assert m.num_features == 5
     m.update(real, real=True)
     m.update(fake, real=False)
-    net = TinyNet()
-    fr = net(real.float() / 255).double().detach().numpy()
-    ff = net(fake.float() / 255).double().detach().numpy()
+    net = TinyNet()  # it declares no input dtype: it gets the uint8 images as given, as torchmetrics hands them over
+    fr = net(real).double().detach().numpy()
+    ff = net(fake).double().detach().numpy()
     want = scipy_reference(fr.mean(0), np.cov(fr, rowvar=False), ff.mean(0), np.cov(ff, rowvar=False))
     assert float(m.compute()) == pytest.approx(want, rel=1e-9)
 

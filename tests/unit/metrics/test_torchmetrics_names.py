@@ -102,3 +102,50 @@ def test_error_types_are_torchmetrics():
         FrechetDistance(feature="inception")
     with pytest.raises(RuntimeError):
         FrechetDistance(MeanColour()).compute()
+
+
+class Uint8Only(nn.Module):
+    """A module written for torchmetrics' ``feature=``: it refuses anything but uint8 and declares nothing."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        if x.dtype != torch.uint8:
+            raise TypeError("uint8 images only")
+        return self.conv(x.float() / 127.5 - 1).mean(dim=(2, 3))
+
+
+class FloatOnly(Uint8Only):
+    """The same for a module that takes floats (torchmetrics hands floats over with normalize=True)."""
+
+    def forward(self, x):
+        if x.dtype != torch.float32:
+            raise TypeError("float images only")
+        return self.conv(x * 2 - 1).mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("module,normalize", [(Uint8Only, False), (FloatOnly, True)])
+def test_a_module_written_for_torchmetrics_gets_what_torchmetrics_gives(module, normalize):
+    real, fake = _uint8(12, 10, size=16), _uint8(12, 11, size=16, scale=150)
+    if normalize:
+        real, fake = real.float() / 255, fake.float() / 255
+    kwargs = dict(normalize=normalize, input_img_size=(3, 16, 16))
+    ours = _fill(FrechetDistance(module(), **kwargs), real, fake)
+    theirs = _fill(tm_fid.FrechetInceptionDistance(module(), **kwargs), real, fake)
+    assert ours.num_features == theirs.real_features_sum.shape[0] == 4
+    assert float(ours.compute()) == pytest.approx(float(theirs.compute()), rel=1e-6)
+
+
+def test_set_dtype_reaches_the_network_and_parent_casts_do_not(fid_weights):
+    """torchmetrics' rule: only set_dtype changes the network's dtype."""
+    holder = nn.Module()
+    holder.fid = FrechetDistance(64, feature_extractor_weights_path=fid_weights)
+    holder.half()
+    assert all(p.dtype == torch.float32 for p in holder.fid.extractor.parameters())
+    holder.fid.set_dtype(torch.float64)
+    out = holder.fid.inception(_uint8(1, 12, size=64))
+    assert out.dtype == torch.float64
+    assert holder.fid.real_moments.dtype == torch.float64  # the moments stay float64 either way
