@@ -11,6 +11,8 @@ from typing import Callable, Optional, Sequence
 USAGE = """usage: facefd {train,evaluate,anonymize} [hydra overrides]   (same as train.py / evaluate.py / anonymize.py)
        facefd fd A B [--extractor NAME@FILE] [--batch-size N] [--device cuda] [--num-samples N] [--save-stats OUT.npz]
        facefd fd A --save-stats OUT.npz [--extractor NAME@FILE] [--format facefd|pytorch-fid]
+       facefd fid [--batch-size N] [--device D] [--dims 64|192|768|2048] [--num-workers N] [--save-stats]
+                  [--weights inception=FILE] path1 path2      (python -m pytorch_fid's command line)
 Outputs go to ./outputs (the current folder, or FACEFD_ROOT)."""
 
 APPS = {"train": ("train", "facefd.train"), "evaluate": ("evaluate", "facefd.evaluation"),
@@ -112,6 +114,61 @@ def fd_main(argv: Sequence[str]) -> float | None:
     return main()
 
 
+def fid_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facefd fid", description="FID between two image folders or .npz statistics "
+                                "files, with python -m pytorch_fid's options and output (the standard FID Inception "
+                                "with torch-fidelity's TF-compatible resize, as torchmetrics and torch-fidelity compute it).")
+    p.add_argument("--batch-size", type=int, default=50, help="batch size to use")
+    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: 0 on the CPU, 2 on a GPU)")
+    p.add_argument("--device", type=str, default=None, help="device to use, like cuda, cuda:0 or cpu")
+    p.add_argument("--dims", type=int, default=2048, choices=(64, 192, 768, 2048),
+                   help="dimensionality of the Inception features to use")
+    p.add_argument("--save-stats", action="store_true", help="generate an npz archive from a directory of samples: "
+                   "the first path is used as input and the second as output")
+    p.add_argument("--weights", action="append", default=[], metavar="NAME=FILE",
+                   help="a local weights file instead of the fetched one, e.g. --weights inception=./pt_inception.pth")
+    p.add_argument("path", type=str, nargs=2, help="paths to the generated images or to .npz statistic files")
+    return p
+
+
+def fid_main(argv: Sequence[str]) -> float | None:
+    """``facefd fid``: pytorch-fid's command line on the same functions as ``facefd fd``."""
+    from facefd.utils.entry import report_user_errors
+
+    parser = fid_parser()
+    args = parser.parse_args(argv)
+    weights = dict(w.split("=", 1) for w in args.weights if "=" in w)
+    unknown = sorted(set(weights) - {"inception"}) + [w for w in args.weights if "=" not in w]
+    if unknown:
+        parser.error(f"--weights takes inception=FILE, not {unknown}")
+
+    @report_user_errors
+    def main() -> float | None:
+        from facefd.evaluation.tasks import fd, stats
+        from facefd.metrics.extractors import InceptionFID
+        from facefd.metrics.frechet_metric import FrechetDistance
+        from facefd.utils.device import resolve_device
+        from facefd.utils.threads import limit_threads_to_cpu_quota
+
+        limit_threads_to_cpu_quota()
+        a, b = args.path
+        fd.check_sources(a, None if args.save_stats else b, b if args.save_stats else None)
+        device = resolve_device(args.device or "auto")
+        extractor = InceptionFID(weights.get("inception"), layer=args.dims, resize="tf_bilinear")
+        metric = FrechetDistance(extractor, normalize=True).to(device)
+        workers = args.num_workers if args.num_workers is not None else (0 if device.type == "cpu" else 2)
+        loader = dict(batch_size=args.batch_size, num_workers=workers)
+        if args.save_stats:  # pytorch-fid's mu/sigma (facefd's fingerprint kept beside them)
+            stats.save_statistics(metric, a, b, format="pytorch-fid", **loader)
+            return None
+        # .npz files of pytorch-fid carry no fingerprint: read as made with this network, as pytorch-fid does
+        value = fd.compute(metric, a, b, assume_extractor=True, **loader)["fd"]
+        print("FID: ", value)  # python -m pytorch_fid's line, to the letter
+        return value
+
+    return main()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -120,6 +177,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     command, rest = argv[0], argv[1:]
     if command == "fd":
         fd_main(rest)
+    elif command == "fid":
+        fid_main(rest)
     elif command in APPS:
         run_app(command, rest)
     else:
