@@ -49,7 +49,14 @@ def make_scheduler(name: str, config: Any):
     raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
 
 
-def _from_pretrained(cls: Any, source: str, what: str, local_files_only: bool, **kwargs: Any):
+def _from_pretrained(cls: Any, source: str, what: str, local_files_only: Optional[bool], **kwargs: Any):
+    """``cls.from_pretrained`` of a local folder, or of a hub id through diffusers' own loader and cache:
+    it downloads unless ``local_files_only`` or the offline switches (``HF_HUB_OFFLINE``, ``FACEFD_OFFLINE``)
+    say no, as diffusers does."""
+    from facefd.utils.weights import is_offline
+
+    if local_files_only is None:
+        local_files_only = is_offline()
     path = Path(source).expanduser()
     try:
         return cls.from_pretrained(str(path) if path.exists() else source,
@@ -58,16 +65,18 @@ def _from_pretrained(cls: Any, source: str, what: str, local_files_only: bool, *
         if path.exists():
             raise FileNotFoundError(f"{what} folder {path} is not a diffusers model folder ({exc})") from exc
         raise FileNotFoundError(
-            f"{what} {source!r} is not a local folder and is not in the Hugging Face cache. Download it once "
-            f"(huggingface-cli download {source}) or point to a diffusers folder; "
-            f"set local_files_only=false to let it download. ({type(exc).__name__}: {exc})") from exc
+            f"{what} {source!r} is not a local folder and could not be loaded from the Hugging Face hub or its cache"
+            f"{' (offline)' if local_files_only else ''}: download it once (huggingface-cli download {source}) or "
+            f"point to a diffusers folder ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})") from exc
 
 
 def load_pipeline(model: str, vae: Optional[str] = None, scheduler: str = "dpmpp_sde_karras", dtype: str = "auto",
-                  device: str = "auto", local_files_only: bool = True, attention_slicing: bool = False,
+                  device: str = "auto", local_files_only: Optional[bool] = None, attention_slicing: bool = False,
                   vae_slicing: bool = False, cpu_offload: bool = False):
     """A ``StableDiffusionPipeline`` from a local folder or a hub id, with the named scheduler, fp16 on
-    GPU (``dtype=auto``), and the memory options asked for."""
+    GPU (``dtype=auto``), and the memory options asked for. Hub ids download through diffusers' loader
+    and cache unless ``local_files_only=True`` or ``HF_HUB_OFFLINE``/``FACEFD_OFFLINE`` is set
+    (``None``: decided by those switches, as diffusers does)."""
     _need_diffusers()
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 

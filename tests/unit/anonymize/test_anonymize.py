@@ -131,7 +131,7 @@ def test_seeds_reproduce_and_reproducible_mode_ignores_batches(pipe):
     assert np.array_equal(np.asarray(exact(["a woman"], ["glasses"], [99])[0]), np.asarray(in_batch[1]))
 
 
-def test_scheduler_options_and_missing_models(tiny_sd, tmp_path):
+def test_scheduler_options_and_missing_models(tiny_sd, tmp_path, monkeypatch):
     from diffusers import DPMSolverMultistepScheduler, DPMSolverSDEScheduler
 
     sde = load_pipeline(str(tiny_sd), scheduler="dpmpp_sde_karras", device="cpu").scheduler
@@ -139,8 +139,23 @@ def test_scheduler_options_and_missing_models(tiny_sd, tmp_path):
     fast = load_pipeline(str(tiny_sd), scheduler="dpmpp_2m_sde_karras", device="cpu").scheduler
     assert isinstance(fast, DPMSolverMultistepScheduler) and fast.config.algorithm_type == "sde-dpmsolver++"
     assert fast.config.use_karras_sigmas
-    with pytest.raises(FileNotFoundError, match="huggingface-cli download facefd-test/not-a-model"):
-        load_pipeline("facefd-test/not-a-model", device="cpu")  # local_files_only: no download attempted
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # honoured: no download attempted
+    with pytest.raises(FileNotFoundError, match=r"\(offline\): download it once \(huggingface-cli download facefd-test/not-a-model"):
+        load_pipeline("facefd-test/not-a-model", device="cpu")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    from diffusers import StableDiffusionPipeline
+
+    asked = {}
+
+    def from_pretrained(source, **kwargs):
+        asked.update(kwargs, source=source)
+        raise OSError("no network here")
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", from_pretrained)
+    with pytest.raises(FileNotFoundError, match="could not be loaded from the Hugging Face hub"):
+        load_pipeline("facefd-test/not-a-model", device="cpu")
+    assert asked["source"] == "facefd-test/not-a-model" and asked["local_files_only"] is False  # diffusers' default
+    monkeypatch.undo()
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="not a diffusers model folder"):
         load_pipeline(str(tmp_path / "empty"), device="cpu")
