@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 from pathlib import Path
 from typing import Any, Optional
 
@@ -10,6 +11,7 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from facefd.models.checkpoints import refused
 from facefd.utils.hydra import instantiate_list
 from facefd.utils.entry import entry_point
 
@@ -35,10 +37,14 @@ def run(cfg: DictConfig) -> Optional[float]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        # a checkpoint (local or by URL) is data: weights_only=True whatever the installed torch's default
+        try:
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise refused(cfg.get("ckpt_path"), exc) from None
         metrics = _fit_metrics(trainer)
         if cfg.get("test_after_fit"):
-            trainer.test(model=model, datamodule=datamodule, ckpt_path=_best_or_none(trainer))
+            trainer.test(model=model, datamodule=datamodule, ckpt_path=_best_or_none(trainer), weights_only=True)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     finally:
         _write_bad_image_report(datamodule, output_dir)

@@ -18,6 +18,7 @@ from torch import nn
 
 from facefd.models.backbone import plain
 from facefd.models.backbone import BackboneFactory, factory_spec, feature_width, partial_from_spec
+from facefd.models.checkpoints import DataOnlyCheckpoints
 from facefd.models.dino.head import DINOHead
 from facefd.models.dino.koleo import koleo_loss
 from facefd.models.dino.loss import DINOLoss, teacher_temperature_schedule
@@ -32,7 +33,7 @@ class NonFiniteLossError(RuntimeError):
     """Raised when the DINO loss becomes NaN/inf (typically fp16 overflow)."""
 
 
-class DINOModule(pl.LightningModule):
+class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
     """Self-distillation with no labels.
 
     Args:

@@ -22,6 +22,7 @@ from torchmetrics.classification import (
     BinaryAccuracy, BinaryAUROC, MulticlassAccuracy, MultilabelAccuracy, MultilabelAUROC,
 )
 
+from facefd.models.checkpoints import DataOnlyCheckpoints
 from facefd.models.backbone import factory_spec, partial_from_spec
 from facefd.models.probe.heads import ProbeHeads
 from facefd.utils.distributed import destroy_process_group_at_exit
@@ -39,7 +40,7 @@ def _binary_metrics(num_labels: int) -> nn.ModuleDict:
     })
 
 
-class ProbeModule(pl.LightningModule):
+class ProbeModule(DataOnlyCheckpoints, pl.LightningModule):
     """Attribute heads (linear or MLP) trained on frozen features (``python train.py model=probe``).
 
     It trains inside a Lightning ``Trainer`` with a
