@@ -33,7 +33,7 @@ from facefd.utils.files import atomic_path, json_safe
 log = logging.getLogger(__name__)
 
 MODES = ("portrait", "paste")
-FINISHED = ("anonymized", "no_face")
+FINISHED = ("anonymized", "no_face", "residual_face")
 #: What to write for an image without a detected face: nothing (default), a blurred copy, or the pixels.
 ON_NO_FACE = ("skip", "blur", "copy")
 
@@ -100,6 +100,8 @@ class _ImageJob:
     key: str
     original: Image.Image
     faces: list[_FaceJob] = field(default_factory=list)
+    faces_left: int = 0  # detected but not replaced (faces=biggest)
+    residual_faces: list = field(default_factory=list)  # found after composing where no new face lies
 
 
 class Anonymizer:
@@ -112,7 +114,14 @@ class Anonymizer:
         detector: ``(image) -> [Box]`` (dlib by default in the configs).
         mode: ``portrait`` (the paper: a new square portrait) or ``paste`` (the new face blended into the
             original photo through a soft mask; background and pose survive).
-        faces: ``biggest`` (the paper) or ``all`` (paste mode only).
+        faces: ``biggest`` (the paper) or ``all`` (paste mode only); ``None``: ``biggest`` for portraits,
+            ``all`` in paste mode, so no detected face is left as it was. ``faces="biggest"`` with paste
+            is an explicit choice the manifest (``faces_left``) and the summary flag.
+        residual_detector: in paste mode, the detector run again on each composed image to find faces the
+            first detection missed (default: the detector's ``more_sensitive()`` variant when it has one,
+            else the same detector). A face found where no generated face lies is handled as
+            ``on_no_face`` says: blurred (``blur``), the image not written (``skip``), or recorded and left
+            (``copy``, the user's explicit choice).
 
     Example:
         With the Stable Diffusion pipeline of ``conf/anonymizer/realistic_vision.yaml`` (weights from the
@@ -129,21 +138,25 @@ class Anonymizer:
     """
 
     def __init__(self, generator: Callable[..., list[Image.Image]], attributes: Callable[[Image.Image], dict],
-                 detector: FaceDetector, mode: str = "portrait", faces: str = "biggest", seed: int = 0,
+                 detector: FaceDetector, mode: str = "portrait", faces: Optional[str] = None, seed: int = 0,
                  batch_size: int = 4, long_prompts: str = "chunk", max_tokens: int = CLIP_CONTENT_TOKENS,
                  margin: float = 0.4, feather: float = 0.15, privacy_guard: Optional[PrivacyGuard] = None,
                  model_id: str = "", output_format: str = "png", manifest_name: str = "manifest.jsonl",
-                 on_no_face: str = "skip") -> None:
+                 on_no_face: str = "skip", residual_detector: Optional[FaceDetector] = None) -> None:
         if on_no_face not in ON_NO_FACE:
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
         self.on_no_face = on_no_face
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if faces is None:
+            faces = "all" if mode == "paste" else "biggest"
         if faces not in ("biggest", "all"):
             raise ValueError(f"faces must be 'biggest' or 'all', got {faces!r}")
         if faces == "all" and mode != "paste":
             raise ValueError("faces=all needs mode=paste (a portrait holds one face)")
         self.generator, self.attributes, self.detector = generator, attributes, detector
+        sensitive = getattr(detector, "more_sensitive", None)
+        self.residual_detector = residual_detector or (sensitive() if callable(sensitive) else detector)
         self.mode, self.faces, self.seed, self.batch_size = mode, faces, seed, max(1, batch_size)
         self.long_prompts, self.max_tokens, self.margin, self.feather = long_prompts, max_tokens, margin, feather
         self.privacy_guard, self.output_format, self.manifest_name = privacy_guard, output_format, manifest_name
@@ -166,10 +179,12 @@ class Anonymizer:
     # ------------------------------------------------------------------ per image
     def _prepare(self, source: Path, key: str) -> _ImageJob:
         original = load_rgb(source)
-        boxes = self.detector(original)
+        detected = self.detector(original)
+        boxes = detected
         if self.faces == "biggest":
-            boxes = [b for b in [biggest_face(boxes)] if b is not None]
+            boxes = [b for b in [biggest_face(detected)] if b is not None]
         job = _ImageJob(source, key, original)
+        job.faces_left = len(detected) - len(boxes)
         for i, box in enumerate(boxes):
             crop_box = expand_square(box, original.width, original.height, self.margin)
             attrs = self.attributes(original.crop(crop_box.as_list()))
@@ -213,6 +228,23 @@ class Anonymizer:
         out = job.original
         for f in job.faces:
             out = paste_face(out, f.image, f.crop_box, self.feather)
+        return self._residual_check(job, out)
+
+    def _residual_check(self, job: _ImageJob, composed: Image.Image) -> Image.Image:
+        """Faces found in the composed image where no generated face lies (ones the first detection missed,
+        or the other faces of ``faces=biggest``): blurred unless ``on_no_face`` is ``copy``."""
+        covered = [f.crop_box for f in job.faces]
+        residual = [b for b in self.residual_detector(composed)
+                    if not any(c.left <= (b.left + b.right) / 2 <= c.right and c.top <= (b.top + b.bottom) / 2 <= c.bottom
+                               for c in covered)]
+        job.residual_faces = [b.as_list() for b in residual]
+        if not residual or self.on_no_face != "blur":
+            return composed
+        out = composed.copy()
+        for b in residual:
+            region = expand_square(b, out.width, out.height, 0.2)
+            patch = out.crop(region.as_list())
+            out.paste(blur_beyond_recognition(patch), (region.left, region.top))
         return out
 
     def _record(self, job: _ImageJob, output: Optional[Path], status: str,
@@ -221,6 +253,12 @@ class Anonymizer:
                                "status": status, **(written or {}), **self._settings()}
         if status == "no_face":
             rec["on_no_face"] = self.on_no_face
+        if self.mode == "paste":
+            rec["faces_mode"] = self.faces
+            rec["faces_left"] = job.faces_left  # detected faces faces=biggest did not replace
+            rec["residual_faces"] = job.residual_faces  # found after composing where no new face lies
+            if job.residual_faces:
+                rec["residual_action"] = self.on_no_face
         rec["faces"] = [{
             "box": f.box.as_list(), "crop": f.crop_box.as_list(), "attributes": f.attributes,
             "prompt": f.prompts.positive, "negative_prompt": f.prompts.negative,
@@ -242,7 +280,8 @@ class Anonymizer:
         manifest = out / self.manifest_name
         done = self._finished(manifest)
         pending = [f for f in files if f.relative_to(src).as_posix() not in done]
-        counts = {"anonymized": 0, "no_face": 0, "error": 0, "skipped": len(files) - len(pending)}
+        counts = {"anonymized": 0, "no_face": 0, "error": 0, "residual_face": 0, "skipped": len(files) - len(pending),
+                  "residual_faces": 0, "faces_left": 0}
         if counts["skipped"]:
             log.info("resuming: %d of %d images already done (%s)", counts["skipped"], len(files), manifest)
         bar = tqdm(total=len(pending), desc="anonymizing", disable=not progress)
@@ -271,7 +310,15 @@ class Anonymizer:
                     return
                 for j in batch:
                     target = self._output_path(out, j.key)
-                    write(self._record(j, target, "anonymized", save_clean(self._compose(j), target)))
+                    composed = self._compose(j)
+                    if j.residual_faces:
+                        counts["residual_faces"] += 1
+                        if self.on_no_face == "skip":  # a face would be published: the image is not written
+                            write(self._record(j, None, "residual_face"))
+                            continue
+                    if j.faces_left or (j.residual_faces and self.on_no_face == "copy"):
+                        counts["faces_left"] += 1
+                    write(self._record(j, target, "anonymized", save_clean(composed, target)))
                 batch.clear()
 
             for path in pending:
@@ -328,6 +375,8 @@ class Anonymizer:
                 done.add(key)
             elif rec.get("status") == "no_face" and rec.get("on_no_face") == self.on_no_face and (
                     self.on_no_face == "skip" or output_intact(rec)):
+                done.add(key)
+            elif rec.get("status") == "residual_face" and self.on_no_face == "skip":
                 done.add(key)
         return done
 

@@ -27,5 +27,9 @@ def run(cfg: Any) -> dict[str, int]:
     counts = anonymizer.run(cfg.input, cfg.output)
     print(f"anonymized {counts['anonymized']}, no face {counts['no_face']}, errors {counts['error']}, "
           f"already done {counts['skipped']}; manifest: {cfg.output}/{anonymizer.manifest_name}")
+    if counts.get("residual_faces") or counts.get("faces_left"):
+        print(f"faces found after composing where no new face lies: {counts['residual_faces']} image(s) "
+              f"(on_no_face={anonymizer.on_no_face}: {'blurred' if anonymizer.on_no_face == 'blur' else 'not written' if anonymizer.on_no_face == 'skip' else 'left, recorded'}); "
+              f"images with faces left as they were: {counts['faces_left']}")
     return counts
 

@@ -43,6 +43,10 @@ class DlibDetector:
         self.detector = dlib.get_frontal_face_detector()
         self.upsample, self.threshold = upsample, threshold
 
+    def more_sensitive(self) -> "DlibDetector":
+        """The same detector on an image upsampled once more: it finds faces half the size."""
+        return DlibDetector(self.upsample + 1, self.threshold)
+
     def __call__(self, image: Image.Image) -> list[Box]:
         array = np.asarray(image.convert("RGB"))
         rects, scores, _ = self.detector.run(array, self.upsample, self.threshold)

@@ -176,7 +176,8 @@ def test_folder_flow_manifest_resume_and_safety(pipe, faces_dir, tmp_path):
     before = _digest(faces_dir)
     out = tmp_path / "out"
     counts = _anonymizer(pipe).run(faces_dir, out, progress=False)
-    assert counts == {"anonymized": 4, "no_face": 1, "error": 1, "skipped": 0}
+    assert counts == {"anonymized": 4, "no_face": 1, "error": 1, "skipped": 0, "residual_face": 0,
+                      "residual_faces": 0, "faces_left": 0}
     assert _digest(faces_dir) == before  # inputs untouched
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     by_key = {r["key"]: r for r in records}
@@ -201,7 +202,8 @@ def test_folder_flow_manifest_resume_and_safety(pipe, faces_dir, tmp_path):
     truncated = out / "lfw" / "person0.png"
     truncated.write_bytes(truncated.read_bytes()[:40])  # a run killed mid-write by something else
     again = _anonymizer(pipe).run(faces_dir, out, progress=False)
-    assert again == {"anonymized": 2, "no_face": 0, "error": 1, "skipped": 3}
+    assert again == {"anonymized": 2, "no_face": 0, "error": 1, "skipped": 3, "residual_face": 0,
+                     "residual_faces": 0, "faces_left": 0}
     redone = {json.loads(line)["key"] for line in (out / "manifest.jsonl").read_text().splitlines()[-3:]}
     assert redone == {"lfw/person2.jpg", "lfw/person0.jpg", "broken.jpg"}
     Image.open(truncated).load()  # complete again
@@ -437,7 +439,7 @@ def test_default_config_is_the_papers_recipe():
     g = cfg.anonymizer.generator
     assert (g.steps, g.size, g.pipe.scheduler) == (15, 512, "dpmpp_sde_karras") and g.guidance_scale > 1
     assert g.pipe.model == "SG161222/Realistic_Vision_V5.1_noVAE" and g.pipe.vae == "stabilityai/sd-vae-ft-mse"
-    assert cfg.anonymizer.mode == "portrait" and cfg.anonymizer.faces == "biggest"
+    assert cfg.anonymizer.mode == "portrait" and cfg.anonymizer.faces is None  # biggest for portraits, all in paste
     assert cfg.anonymizer.detector._target_.endswith("DlibDetector")
     assert cfg.anonymizer.attributes._target_.endswith("PredictorAttributes") and cfg.anonymizer.privacy_guard is None
 
