@@ -29,6 +29,7 @@ from facefd.data.images import list_images, load_rgb
 from facefd.data.manifest import read_manifest
 from facefd.utils.errors import UserError
 from facefd.utils.files import atomic_path, json_safe
+from facefd.utils.locks import folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +277,10 @@ class Anonymizer:
                              "overwritten)")
         files = list_images(src)
         self._check_output_names(src, files, out)
-        out.mkdir(parents=True, exist_ok=True)
+        with folder_lock(out, purpose="facefd anonymize"):  # a second run on the same output refuses
+            return self._run_locked(src, out, files, progress)
+
+    def _run_locked(self, src: Path, out: Path, files: Sequence[Path], progress: bool) -> dict[str, int]:
         manifest = out / self.manifest_name
         done = self._finished(manifest)
         pending = [f for f in files if f.relative_to(src).as_posix() not in done]
