@@ -84,8 +84,9 @@ def fd_main(argv: Sequence[str]) -> float | None:
 
     @report_user_errors
     def main() -> float | None:
+        from facefd.data.images import BadImagesError
         from facefd.evaluation.tasks import fd, stats
-        from facefd.metrics.extractors import build_extractor, parse_extractor_entry
+        from facefd.metrics.extractors import build_extractor, check_extractor_entry, parse_extractor_entry
         from facefd.metrics.frechet_metric import FrechetDistance
         from facefd.utils.device import resolve_device
         from facefd.utils.settings import trusting_code
@@ -93,21 +94,25 @@ def fd_main(argv: Sequence[str]) -> float | None:
 
         limit_threads_to_cpu_quota()
         a, b = args.paths[0], (args.paths[1] if len(args.paths) == 2 else None)
+        check_extractor_entry(entry)
         fd.check_sources(a, b, args.save_stats)  # before the extractor loads
+        device = resolve_device(args.device)
         _, name, path = parse_extractor_entry(entry)
         with trusting_code(args.trust_code):
             extractor = build_extractor(name, path)
-        device = resolve_device(args.device)
         metric = FrechetDistance(extractor, normalize=True).to(device)
         workers = args.num_workers if args.num_workers is not None else (0 if device.type == "cpu" else 2)
         loader = dict(batch_size=args.batch_size, num_workers=workers, skip_bad_images=args.skip_bad_images,
                       max_images=args.num_samples)
-        if args.save_stats:
-            stats.save_statistics(metric, a, args.save_stats, format=args.format, **loader)
-            if b is None:
-                return None
-            a = args.save_stats  # the statistics just made
-        result = fd.compute(metric, a, b, assume_extractor=args.assume_extractor, **loader)
+        try:
+            if args.save_stats:
+                stats.save_statistics(metric, a, args.save_stats, format=args.format, **loader)
+                if b is None:
+                    return None
+                a = args.save_stats  # the statistics just made
+            result = fd.compute(metric, a, b, assume_extractor=args.assume_extractor, **loader)
+        except BadImagesError as exc:  # name this command's own flag, not the Hydra key
+            raise BadImagesError(exc.bad, skip_option="--skip-bad-images") from None
         print(f"FD: {result['fd']}")  # full precision, as python -m pytorch_fid prints it
         return result["fd"]
 

@@ -75,3 +75,46 @@ def test_check_writable_refuses_a_read_only_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a non-root user on a read-only folder
     with pytest.raises(OutputLocationError, match="not writable"):
         check_writable(tmp_path / "new" / "out.json")
+
+
+def _images(folder, n=3, broken=False):
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    if broken:
+        (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    return folder
+
+
+@pytest.mark.parametrize("entry,expected", [
+    ("fdd", "needs its weights file: fdd@FILE"),
+    ("fid:FILE", "unknown extractor 'fid:FILE'; accepted: fdd@FILE"),
+    ("timm:resnet18", "needs its weights file: timm:resnet18@FILE"),
+    ("random:resnet-18", "'resnet-18' is not a timm model"),
+])
+def test_extractor_mistakes_are_one_line_before_anything_loads(tmp_path, capsys, entry, expected):
+    from facefd.cli import fd_main
+
+    a, b = _images(tmp_path / "a"), _images(tmp_path / "b")
+    with pytest.raises(SystemExit) as info:
+        fd_main([str(a), str(b), "--extractor", entry])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 1 and err.startswith("error: ") and "\n" not in err and expected in err
+
+
+def test_cuda_without_cuda_and_the_fd_commands_own_flag(tmp_path, capsys, monkeypatch):
+    from facefd.cli import fd_main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    a, b = _images(tmp_path / "a"), _images(tmp_path / "b", broken=True)
+    with pytest.raises(SystemExit):
+        fd_main([str(a), str(b), "--extractor", "random:test_resnet", "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
+    assert err == "error: device 'cuda' asked for, but this machine has no usable CUDA GPU; use cpu or auto"
+    with pytest.raises(SystemExit):
+        fd_main([str(a), str(b), "--extractor", "random:test_resnet", "--num-workers", "0"])
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "--skip-bad-images" in err and "data.skip_bad_images" not in err

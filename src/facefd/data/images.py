@@ -35,13 +35,13 @@ def _check_pixels(img: Image.Image, path: str | Path) -> None:
 class BadImagesError(ImageFolderError):
     """Unreadable or truncated images; carries the full ``[(path, reason), ...]`` list."""
 
-    def __init__(self, bad: Sequence[tuple[str, str]]):
+    def __init__(self, bad: Sequence[tuple[str, str]], skip_option: str = "data.skip_bad_images=true"):
         self.bad = list(bad)
         shown = "\n".join(f"  {p}: {r}" for p, r in self.bad[:20])
         more = f"\n  ... and {len(self.bad) - 20} more" if len(self.bad) > 20 else ""
         super().__init__(
             f"{len(self.bad)} unreadable image file(s):\n{shown}{more}\n"
-            "Fix or remove them, or set data.skip_bad_images=true to skip them."
+            f"Fix or remove them, or set {skip_option} to skip them."
         )
 
 

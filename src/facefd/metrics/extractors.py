@@ -210,7 +210,45 @@ def fdd_extractor(path: str | Path, trust_code: Optional[bool] = None) -> Featur
     return load_extractor(path, trust_code=trust_code)
 
 
-EXTRACTOR_NAMES = "fdd | inception | timm:<model_name> | random:<timm model_name> | {_target_: ...}"
+EXTRACTOR_NAMES = ("fdd@FILE, inception (or fid) with or without @FILE, timm:MODEL@FILE, random:MODEL, "
+                   "or {_target_: ...}")
+
+
+class ExtractorSpecError(UserError, ValueError):
+    """An extractor entry the parser does not know, or one that lacks its file."""
+
+
+def check_extractor_entry(entry: Any) -> None:
+    """Check an extractor entry before anything loads: a known name, the file a name needs, a timm model
+    that exists. One line, with the accepted forms.
+
+    Raises:
+        ExtractorSpecError: otherwise.
+
+    Example:
+        >>> check_extractor_entry("random:resnet-18")
+        Traceback (most recent call last):
+        ...
+        facefd.metrics.extractors.ExtractorSpecError: extractor 'random:resnet-18': 'resnet-18' is not a timm model (timm.list_models('resnet*') lists them)
+    """
+    if isinstance(entry, nn.Module) or not isinstance(entry, str):
+        return
+    name, _, path = entry.partition("@")
+    kind, _, model = name.partition(":")
+    if name in ("inception", "fid"):
+        return
+    if name == "fdd" or (kind == "timm" and model):
+        if not path:
+            raise ExtractorSpecError(f"extractor {entry!r} needs its weights file: {name}@FILE (accepted: {EXTRACTOR_NAMES})")
+    elif not (kind == "random" and model):
+        raise ExtractorSpecError(f"unknown extractor {entry!r}; accepted: {EXTRACTOR_NAMES}")
+    if model:
+        import timm
+
+        if not timm.is_model(model):
+            pattern = model.split("_")[0].split("-")[0]
+            raise ExtractorSpecError(f"extractor {entry!r}: {model!r} is not a timm model "
+                                     f"(timm.list_models('{pattern}*') lists them)")
 
 
 def build_extractor(name: Any, path: Optional[str | Path] = None, input_size: Optional[int] = None) -> nn.Module:
@@ -247,7 +285,7 @@ def build_extractor(name: Any, path: Optional[str | Path] = None, input_size: Op
 
     def need_path() -> str | Path:
         if not path:
-            raise ValueError(f"extractor {name!r} needs a weights file: extractor_path=<file>")
+            raise ExtractorSpecError(f"extractor {name!r} needs a weights file: {name}@FILE or extractor_path=<file>")
         return path
 
     if name == "fdd":
@@ -259,7 +297,8 @@ def build_extractor(name: Any, path: Optional[str | Path] = None, input_size: Op
         return timm_extractor(model_name, need_path(), input_size=input_size)
     if kind == "random" and model_name:
         return timm_extractor(model_name, random_init=True, input_size=input_size)
-    raise ValueError(f"unknown extractor {name!r}; use one of: {EXTRACTOR_NAMES}")
+    check_extractor_entry(name)  # a timm name that does not exist: one line, not timm's RuntimeError
+    raise ExtractorSpecError(f"unknown extractor {name!r}; accepted: {EXTRACTOR_NAMES}")
 
 
 #: Display names of the extractors whose Fréchet distance has a name of its own.
@@ -309,6 +348,8 @@ def build_extractors(entries: Sequence[Any]) -> list[tuple[str, nn.Module]]:
     Raises:
         ValueError: when two entries have the same display name.
     """
+    for entry in entries:  # every entry checked before the first one loads
+        check_extractor_entry(entry)
     out = []
     for entry in entries:
         _, name, path = parse_extractor_entry(entry)

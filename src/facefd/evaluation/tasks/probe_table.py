@@ -17,6 +17,10 @@ def run(cfg: DictConfig) -> dict[str, str]:
 
     if not cfg.data.get("root"):
         raise ConfigError("task=probe_table needs data.root=<labelled image folder>")
+    from facefd.metrics.extractors import check_extractor_entry
+
+    for entry in plain(cfg.extractors):  # every entry checked before the first one loads
+        check_extractor_entry(entry)
     p = cfg.probe
     images = partial(FaceImageDataModule, root=cfg.data.root, attributes=plain(cfg.attributes),
                      attributes_file=cfg.data.attributes_file, partition_file=cfg.data.partition_file,
