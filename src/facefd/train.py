@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from facefd.models.checkpoints import refused
 from facefd.utils.hydra import instantiate_list
 from facefd.utils.entry import entry_point
+from facefd.utils.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _write_bad_image_report(datamodule: Any, output_dir: Path) -> None:
     bad = getattr(datamodule, "bad_images", None)
     if bad:
         report = output_dir / "bad_images.txt"
-        report.write_text("".join(f"{p}\t{r}\n" for p, r in bad))
+        write_text(report, "".join(f"{p}\t{r}\n" for p, r in bad))  # any bytes in a name: written as they are
         what = ("were skipped (data.skip_bad_images=true)" if getattr(datamodule, "skip_bad_images", False)
                 else "stopped the run (set data.skip_bad_images=true to skip them)")
         log.warning("%d unreadable images %s; list in %s", len(bad), what, report)

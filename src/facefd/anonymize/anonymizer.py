@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from facefd.models.faces import Box, FaceDetector, biggest_face, expand_square, paste_face
 from facefd.anonymize.prompts import CLIP_CONTENT_TOKENS, Prompts, build_prompts, clip_token_counter
 from facefd.data.images import list_images, load_rgb
-from facefd.data.manifest import read_manifest
+from facefd.data.manifest import ManifestError, read_manifest, record_path
 from facefd.utils.errors import UserError
 from facefd.utils.files import atomic_path, json_safe
 from facefd.utils.locks import folder_lock
@@ -69,7 +69,9 @@ def blur_beyond_recognition(image: Image.Image) -> Image.Image:
 
 def seed_for(run_seed: int, key: str) -> int:
     """A 31-bit seed from the run seed and an image's relative path (and face index)."""
-    return int.from_bytes(hashlib.sha256(f"{run_seed}:{key}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+    # surrogateescape: a file name with bytes that are not UTF-8 hashes as its bytes
+    return int.from_bytes(hashlib.sha256(f"{run_seed}:{key}".encode("utf-8", "surrogateescape")).digest()[:4],
+                          "little") & 0x7FFFFFFF
 
 
 @dataclass
@@ -375,6 +377,16 @@ class Anonymizer:
         last = {rec["key"]: rec for rec in read_manifest(manifest)}
         done = set()
         for key, rec in last.items():
+            if rec.get("output"):  # data: the output is checked where this run would write it, nowhere else
+                try:
+                    expected = self._output_path(manifest.parent, key)
+                    inside = record_path(manifest.parent, key, expected.suffix)
+                except ManifestError as exc:
+                    log.warning("%s: %s; the record is ignored", manifest, exc)
+                    continue
+                if Path(str(rec["output"])) != inside:
+                    log.warning("%s: the record of %r names output %s, not %s; redone", manifest, key, rec["output"], inside)
+                    continue
             if rec.get("status") == "anonymized" and output_intact(rec):
                 done.add(key)
             elif rec.get("status") == "no_face" and rec.get("on_no_face") == self.on_no_face and (

@@ -15,6 +15,7 @@ from facefd.data.dataset import FaceImageDataset
 from facefd.data.images import IMAGE_EXTENSIONS, BadImagesError, find_bad_images, list_images
 from facefd.data.sample_faces import generate_sample_faces
 from facefd.data.sampler import SeededEpochSampler
+from facefd.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,9 @@ class FaceImageDataModule(pl.LightningDataModule):
             sampler = SeededEpochSampler(dataset, shuffle=True, seed=self.seed, drop_last=False)
             sampler.set_epoch(self._epoch_to_run())
             if self.drop_last and len(dataset) // sampler.num_replicas < self.batch_size:
-                raise ValueError(
-                    f"{len(dataset)} training images cannot fill one batch of {self.batch_size} per device; "
-                    "lower data.batch_size"
+                raise ConfigError(
+                    f"{self.root}: {len(dataset)} training images cannot fill one batch of {self.batch_size} per "
+                    f"device; lower data.batch_size (at most {max(1, len(dataset) // sampler.num_replicas)})"
                 )
             return DataLoader(dataset, sampler=sampler, drop_last=self.drop_last, **kwargs)
         return DataLoader(dataset, shuffle=False, drop_last=False, **kwargs)

@@ -24,7 +24,7 @@ from torchmetrics.functional.classification import binary_auroc
 from facefd.data.attributes import read_attribute_table
 from facefd.data.datamodule import AUTO_ATTRIBUTE_FILES
 from facefd.data.images import list_images, load_rgb
-from facefd.data.manifest import read_manifest
+from facefd.data.manifest import read_manifest, record_path
 from facefd.metrics.extractors import build_extractors
 from facefd.evaluation.image_sets import ImageSet, set_features
 from facefd.evaluation.reid import reid
@@ -43,8 +43,12 @@ def pair_images(original: str | Path, anonymized: str | Path) -> list[tuple[Path
     pairs: dict[str, tuple[Path, Path]] = {}
     if manifest.exists():
         for rec in read_manifest(manifest):  # a cut-off last line is skipped with a warning
-            if rec.get("status") == "anonymized" and rec.get("output") and Path(rec["output"]).exists():
-                pairs[rec["key"]] = (original / rec["key"], Path(rec["output"]))
+            if rec.get("status") == "anonymized" and rec.get("output"):
+                # the record is data: both paths are rebuilt inside the folders given here, never taken as written
+                source = record_path(original, rec["key"])
+                output = record_path(anonymized, rec["key"], Path(str(rec["output"])).suffix)
+                if output.exists():
+                    pairs[rec["key"]] = (source, output)
     else:
         by_stem = {p.relative_to(anonymized).with_suffix("").as_posix(): p for p in list_images(anonymized)}
         for p in list_images(original):

@@ -54,8 +54,10 @@ def json_safe(value: Any) -> Any:
 
 
 def write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 text atomically; file names with bytes that are not UTF-8 (surrogate escapes) are
+    written as their original bytes."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(text.encode("utf-8", "surrogateescape"))
     return Path(path)
 
 

@@ -218,3 +218,14 @@ def test_exif_orientation_is_applied(tmp_path):
     rotated = load_rgb(tmp_path / "r.png")
     assert rotated.size == (4, 6) and load_rgb(tmp_path / "plain.png").size == (6, 4)
     assert np.asarray(rotated)[0, -1].tolist() == [255, 0, 0]  # the red corner moved to the top right
+
+
+def test_a_folder_smaller_than_one_batch_is_a_user_error(tmp_path, sample_root):
+    """One line naming the folder and the largest batch that fits (the training split of 120 images)."""
+    from conftest import compose_train
+    from facefd.train import run
+    from facefd.utils.errors import ConfigError
+
+    cfg = compose_train(tmp_path, ["data.batch_size=500", "callbacks.knn_probe=null"], sample_root)
+    with pytest.raises(ConfigError, match=r"cannot fill one batch of 500 per device; lower data.batch_size \(at most \d+\)"):
+        run(cfg)

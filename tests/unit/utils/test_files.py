@@ -28,3 +28,16 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_file_names_with_any_bytes_are_written_as_their_bytes(tmp_path):
+    """A name read from the disk with bytes that are not UTF-8 (a surrogate escape, as os.fsdecode gives
+    it) is written back as the same bytes, not refused with UnicodeEncodeError."""
+    import os
+    from types import SimpleNamespace
+
+    from facefd.train import _write_bad_image_report
+
+    name = os.fsdecode(b"/data/bad\xff.png")
+    _write_bad_image_report(SimpleNamespace(bad_images=[(name, "truncated")], skip_bad_images=True), tmp_path)
+    assert (tmp_path / "bad_images.txt").read_bytes() == b"/data/bad\xff.png\ttruncated\n"
