@@ -3,6 +3,7 @@ cgroup quota, apply the one image pixel limit, and apply the user's ``trust_code
 file the job reads."""
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -32,6 +33,8 @@ def entry_point(run: F) -> F:
 
 #: Errors about a path the user gave, reported like facefd's own :class:`UserError`.
 PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+#: What the disk says when a write cannot happen: full, over quota, read-only.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def report_user_errors(main: F) -> F:
@@ -43,7 +46,16 @@ def report_user_errors(main: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return main(*args, **kwargs)
-        except (UserError, *PATH_ERRORS) as exc:
+        except OSError as exc:
+            if isinstance(exc, (UserError, *PATH_ERRORS)) or exc.errno in DISK_ERRNOS:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                disk = exc.errno in DISK_ERRNOS and not isinstance(exc, UserError)
+                message = _one_line(exc) if disk else (str(exc).strip() or type(exc).__name__)
+                print(f"error: {message}", file=sys.stderr)
+                raise SystemExit(1) from None
+            raise
+        except UserError as exc:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             message = str(exc).strip() or type(exc).__name__
@@ -51,3 +63,10 @@ def report_user_errors(main: F) -> F:
             raise SystemExit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _one_line(exc: OSError) -> str:
+    """A disk error as one line that names the file: ``<file>: <reason>``."""
+    name = exc.filename if exc.filename is not None else ""
+    reason = exc.strerror or str(exc).strip() or type(exc).__name__
+    return f"{name}: {reason}" if name else reason
