@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from facefd.data.images import check_statistics_source
 from facefd.evaluation.tasks.common import loader_kwargs, require
 from facefd.metrics.frechet_metric import FrechetDistance
+from facefd.metrics.stats import GaussianStats
 from facefd.utils.checks import check_writable
 
 
@@ -20,6 +21,8 @@ def check_sources(a: str | Path, b: Optional[str | Path], *outputs: Optional[str
     for source in (a, b):
         if source is not None:
             check_statistics_source(source)
+            if Path(source).suffix == ".npz":  # its arrays checked now, before the other folder's features
+                GaussianStats.load(Path(source).expanduser(), extractor="checked later against the extractor")
     for out in outputs:
         if out:
             check_writable(out)

@@ -43,26 +43,33 @@ def load_heads(path: str | Path) -> tuple[ProbeHeads, dict[str, Any]]:
     if not path.exists():
         raise HeadsFileError(f"probe heads file {path} not found: train one with `python train.py model=probe ...` "
                              "(it writes outputs/.../probe/probe_heads.safetensors)")
-    if path.suffix == ".ckpt":
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        card = ckpt.get("probe_card")
-        if card is None:
-            raise HeadsFileError(f"{path} is not a ProbeModule checkpoint (no probe_card)")
-        state = {k[len("heads."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("heads.")}
-    else:
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
-        if "card" not in meta:
-            raise HeadsFileError(f"{path} has no probe card in its metadata: not a facefd probe heads file")
-        card = json.loads(meta["card"])
-        state = load_file(str(path))
-    if card.get("format") != HEAD_FORMAT:
-        raise HeadsFileError(f"{path}: unknown heads format {card.get('format')!r}")
-    heads = ProbeHeads.from_card(card)
     try:
+        if path.suffix == ".ckpt":
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            card = ckpt.get("probe_card") if isinstance(ckpt, dict) else None
+            if card is None:
+                raise HeadsFileError(f"{path} is not a ProbeModule checkpoint (no probe_card)")
+            state = {k[len("heads."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("heads.")}
+        else:
+            with safe_open(str(path), "pt") as fh:
+                meta = fh.metadata() or {}
+            if "card" not in meta:
+                raise HeadsFileError(f"{path} has no probe card in its metadata: not a facefd probe heads file")
+            card = json.loads(meta["card"])
+            state = load_file(str(path))
+        if not isinstance(card, dict):
+            raise HeadsFileError(f"{path}: the probe card is JSON {type(card).__name__}, not an object")
+        if card.get("format") != HEAD_FORMAT:
+            raise HeadsFileError(f"{path}: unknown heads format {card.get('format')!r}")
+        heads = ProbeHeads.from_card(card)
         heads.load_state_dict(state)
-    except RuntimeError as exc:
-        raise HeadsFileError(f"{path}: weights do not match its card: {exc}") from exc
+    except HeadsFileError:
+        raise
+    except KeyError as exc:
+        raise HeadsFileError(f"{path}: the probe card lacks the field {exc.args[0]!r}") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors, JSON, pickle refusals, shape mismatches: one line each
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise HeadsFileError(f"{path}: not a usable probe heads file ({type(exc).__name__}: {first})") from None
     return heads.eval(), card
 
 
