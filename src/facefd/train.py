@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from facefd.models.checkpoints import refused
 from facefd.utils.hydra import instantiate_list
+from facefd.utils.checks import check_writable
 from facefd.utils.entry import entry_point
 from facefd.utils.files import write_text
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 @entry_point
 def run(cfg: DictConfig) -> Optional[float]:
     """Fit ``cfg.model`` on ``cfg.data``; return ``cfg.optimized_metric`` for sweepers (None if not logged)."""
+    check_writable(cfg.paths.output_dir, is_file=False)  # before any data or model loads
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)

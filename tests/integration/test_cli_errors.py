@@ -118,3 +118,22 @@ def test_cuda_without_cuda_and_the_fd_commands_own_flag(tmp_path, capsys, monkey
         fd_main([str(a), str(b), "--extractor", "random:test_resnet", "--num-workers", "0"])
     err = capsys.readouterr().err
     assert "broken.png" in err and "--skip-bad-images" in err and "data.skip_bad_images" not in err
+
+
+def test_an_output_that_is_a_file_is_one_line_before_anything_loads(tmp_path, monkeypatch):
+    """train.py's paths.output_dir and task=export's out: checked before the data, model or checkpoint."""
+    from conftest import compose_train
+    from facefd.evaluation.tasks import export
+    from facefd.train import run
+
+    existing = tmp_path / "a_file"
+    existing.write_text("x")
+    cfg = compose_train(tmp_path, [])
+    cfg.paths.output_dir = str(existing)
+    monkeypatch.setattr("facefd.train.instantiate", lambda *a, **k: pytest.fail("something was built"))
+    with pytest.raises(OutputLocationError, match="a_file is a file, not a folder"):
+        run(cfg)
+    from omegaconf import OmegaConf
+
+    with pytest.raises(OutputLocationError, match="a_file is a file, not a folder"):
+        export.run(OmegaConf.create({"task": "export", "ckpt_path": str(tmp_path / "never_read.ckpt"), "out": str(existing)}))

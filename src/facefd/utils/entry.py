@@ -32,7 +32,7 @@ def entry_point(run: F) -> F:
 
 
 #: Errors about a path the user gave, reported like facefd's own :class:`UserError`.
-PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 #: What the disk says when a write cannot happen: full, over quota, read-only.
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
