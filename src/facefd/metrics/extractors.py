@@ -172,6 +172,8 @@ def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, r
         path = Path(weights_path).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"weights file {path} for timm model {model_name!r} not found")
+        if path.suffix != ".safetensors":  # a pickle: proven to hold only tensors before timm's own loader sees it
+            load_state_dict_file(path)
         model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
         source = file_sha256(path)
     else:  # seeded random weights: random:<model> is the same network in every run (the fingerprint hashes them)

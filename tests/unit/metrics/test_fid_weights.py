@@ -43,15 +43,17 @@ torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1), "x": Payload()}, sys.ar
 """
 
 
+@pytest.mark.parametrize("entry", ["inception@{}", "timm:test_resnet@{}"])
 @pytest.mark.parametrize("force_unsafe_default", [False, True])
-def test_a_pickled_payload_in_a_weights_file_never_runs(tmp_path, force_unsafe_default):
+def test_a_pickled_payload_in_a_weights_file_never_runs(tmp_path, force_unsafe_default, entry):
     """With ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` torch's default is the old unpickle-anything one: the
     loader passes ``weights_only=True`` itself, so the marker still never appears."""
     marker, weights = tmp_path / "marker", tmp_path / "evil.pth"
     subprocess.run([sys.executable, "-c", PAYLOAD, str(marker), str(weights)], check=True)
     env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if force_unsafe_default else {}
+    name, _, path = entry.format(weights).partition("@")
     code = ("from facefd.metrics.extractors import build_extractor\n"
-            f"build_extractor('inception', {str(weights)!r})")
+            f"build_extractor({name!r}, {path!r})")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**__import__('os').environ, **env})
     assert proc.returncode != 0 and "not a plain weights file" in proc.stderr
