@@ -8,6 +8,7 @@ __version__ = "0.2.0"
 
 __getattr__, __dir__, _names = lazy_names(__name__, {
     "AttributePredictor": "facefd.models.probe.predictor",
+    "CMMD": "facefd.metrics.mmd",
     "FDD": "facefd.metrics.frechet_metric",
     "FDDCallback": "facefd.callbacks.fdd",
     "FeatureExtractor": "facefd.models.extractor",
