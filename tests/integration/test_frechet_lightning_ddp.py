@@ -10,7 +10,7 @@ import pytest
 
 from facefd.metrics import FrechetDistance
 from lightning_fd import PooledColour, RealFakePairs, make_images, rank_samples
-from references import scipy_reference
+from references import reference_cmmd, scipy_reference
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).parents[1] / "support" / "lightning_fd.py"
@@ -24,8 +24,12 @@ def _fd(a: np.ndarray, b: np.ndarray) -> float:
     return scipy_reference(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
+def _result_path(tmp_path) -> Path:
+    return tmp_path / "result"
+
+
 def _run(tmp_path, *args) -> Path:
-    out = tmp_path / "result"
+    out = _result_path(tmp_path)
     proc = subprocess.run([sys.executable, str(SCRIPT), *args[:3], str(out), *args[3:]], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -42,6 +46,11 @@ def test_two_processes_give_the_single_process_value(tmp_path, flavour, strategy
     assert float(value) == pytest.approx(want, rel=1e-9)
     if mode == "compute":  # after compute each rank holds its own 120 images again (unsynced)
         assert (int(real_after), int(fake_after)) == (120, 120)
+        # CMMD of the same images, gathered from both ranks, against the reference definition in numpy
+        cmmd = float(Path(str(_result_path(tmp_path)) + ".cmmd").read_text().split()[0])
+        unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+        emb_real, emb_fake = (PooledColour()(x).double().numpy() for x in (pairs.real, pairs.fake))
+        assert cmmd == pytest.approx(reference_cmmd(unit(emb_real), unit(emb_fake)), rel=1e-9)
 
 
 @pytest.mark.parametrize("mode", ["callback", "callback-loader"])

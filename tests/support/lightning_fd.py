@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from facefd.metrics import FrechetDistance
+from facefd.metrics import CMMD, FrechetDistance
 from facefd.utils.distributed import destroy_process_group_if_initialized
 
 
@@ -54,6 +54,7 @@ class _FDSteps:
     def __init__(self, log_metric: bool = False, result_file: str = "") -> None:
         super().__init__()
         self.fd = FrechetDistance(PooledColour(), normalize=False)
+        self.cmmd = CMMD(PooledColour())  # the same images' CMMD, gathered by torchmetrics' cat states
         self.layer = nn.Linear(1, 1)
         self.log_metric, self.result_file = log_metric, result_file
 
@@ -64,17 +65,22 @@ class _FDSteps:
         real, fake = batch
         self.fd.update(real, real=True)
         self.fd.update(fake, real=False)
+        self.cmmd.update(real, real=True)
+        self.cmmd.update(fake, real=False)
 
     def on_validation_epoch_end(self) -> None:
         if self.log_metric:
             self.log("val/fd", self.fd)
             return
         value = float(self.fd.compute())
+        cmmd = float(self.cmmd.compute())  # collective: every rank
         d = self.fd.num_features
         counts = (int(self.fd.real_moments[..., d, d].sum()), int(self.fd.fake_moments[..., d, d].sum()))
         if self.trainer.is_global_zero and self.result_file:
             with open(self.result_file, "a") as fh:
                 fh.write(f"{value!r} {counts[0]} {counts[1]}\n")
+            with open(self.result_file + ".cmmd", "a") as fh:
+                fh.write(f"{cmmd!r}\n")
         self.fd.reset()
 
 
