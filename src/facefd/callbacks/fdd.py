@@ -78,7 +78,7 @@ class FDDCallback(pl.Callback):
         if self.metric._reference is None:  # images: their statistics once, every rank its share
             stats = reference_statistics(self.metric, self.reference, trainer.global_rank, trainer.world_size,
                                          self.cache_dir, self.batch_size, pl_module.device)
-            self.metric.use_reference(stats)
+            self.metric.use_reference(stats, source=f"reference statistics of {type(self.reference).__name__}")
 
     def _share(self, trainer: pl.Trainer) -> int:
         world, rank = trainer.world_size, trainer.global_rank

@@ -100,7 +100,8 @@ def reference_statistics(metric: FrechetDistance, reference: Reference, rank: in
 
     Args:
         metric: the callback's metric; its real set is used and cleared again.
-        reference: a ``.npz``, a folder, a ``DataLoader`` of images or a tensor ``[N, 3, H, W]``.
+        reference: a folder, a ``DataLoader`` of images or a tensor ``[N, 3, H, W]`` (a ``.npz`` goes
+            through :meth:`FrechetDistance.load_reference`, which checks its extractor).
         rank: this process's rank.
         world: the number of processes.
         cache_dir: where statistics are cached (``None``: not cached).
@@ -110,8 +111,6 @@ def reference_statistics(metric: FrechetDistance, reference: Reference, rank: in
     Returns:
         The real set's mean, covariance and count.
     """
-    if isinstance(reference, (str, Path)) and Path(reference).suffix == ".npz":
-        return GaussianStats.load(reference)
     cache = None
     if cache_dir is not None:
         key = hashlib.sha256(f"{metric.fingerprint}:{source_key(reference)}".encode()).hexdigest()[:24]

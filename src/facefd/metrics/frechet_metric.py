@@ -483,18 +483,21 @@ class FrechetDistance(Metric):
         file (``mu``/``sigma``, no fingerprint) is read only with ``assume_extractor=True``: you state it was
         made with this extractor and the same preprocessing."""
         stats = GaussianStats.load(path, extractor=self.fingerprint if assume_extractor else None)
+        self.use_reference(stats, source=str(path))
+
+    def use_reference(self, stats: GaussianStats, source: str = "the statistics") -> None:
+        """Use ``stats`` as the fixed real set; they must come from this extractor (width and fingerprint).
+
+        Raises:
+            StatisticsFileError: naming ``source``, for another width or another extractor.
+        """
         if stats.mean.shape[0] != self.num_features:
-            raise StatisticsFileError(f"{path} holds {stats.mean.shape[0]}-d statistics; this extractor gives "
+            raise StatisticsFileError(f"{source} holds {stats.mean.shape[0]}-d statistics; this extractor gives "
                                       f"{self.num_features}-d features")
         if stats.fingerprint != self.fingerprint:
             raise StatisticsFileError(
-                f"{path} was computed with another extractor (fingerprint {stats.fingerprint[:12] or 'none'}..., "
+                f"{source} was computed with another extractor (fingerprint {stats.fingerprint[:12] or 'none'}..., "
                 f"this one is {self.fingerprint[:12]}...); recompute the statistics with this extractor")
-        self.use_reference(stats)
-
-    def use_reference(self, stats: GaussianStats) -> None:
-        """Use ``stats`` (made with this extractor) as the fixed real set, as :meth:`load_reference` does
-        with a file."""
         device = self.fake_moments.device
         self._reference = GaussianStats(stats.mean.to(device), stats.cov.to(device), stats.count, stats.fingerprint,
                                         stats.metadata)

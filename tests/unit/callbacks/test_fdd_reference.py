@@ -89,3 +89,16 @@ def test_a_reference_it_cannot_use_is_one_error_before_training(tmp_path):
         FDDCallback(tmp_path / "missing", num_samples=4, metric=FrechetDistance(PooledColour()))
     with pytest.raises(ValueError, match="N >= 2"):
         FDDCallback(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), num_samples=4, metric=FrechetDistance(PooledColour()))
+
+
+def test_statistics_from_another_extractor_are_refused_whatever_their_road(tmp_path):
+    """A cached (or any) statistics object is checked against the metric's extractor, as a file is."""
+    from facefd.metrics.stats import GaussianStats, StatisticsFileError
+
+    metric = FrechetDistance(PooledColour())
+    foreign = GaussianStats(torch.zeros(12, dtype=torch.float64), torch.eye(12, dtype=torch.float64), 10, "other")
+    with pytest.raises(StatisticsFileError, match="another extractor"):
+        metric.use_reference(foreign, source="a cached entry")
+    narrow = GaussianStats(torch.zeros(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64), 10, metric.fingerprint)
+    with pytest.raises(StatisticsFileError, match="3-d statistics"):
+        metric.use_reference(narrow)
