@@ -13,6 +13,8 @@ USAGE = """usage: facefd {train,evaluate,anonymize} [hydra overrides]   (same as
        facefd fd A --save-stats OUT.npz [--extractor NAME@FILE] [--format facefd|pytorch-fid]
        facefd fid [--batch-size N] [--device D] [--dims 64|192|768|2048] [--num-workers N] [--save-stats]
                   [--weights inception=FILE] path1 path2      (python -m pytorch_fid's command line)
+       facefd score A B [--metrics fid,fdd,fd_inf,kid,prdc,authpct,is] [--ci 0.95] [--json OUT.json]
+                    [--num-samples N] [--weights inception=FILE]   (every score, one extraction per folder)
 Outputs go to ./outputs (the current folder, or FACEFD_ROOT)."""
 
 APPS = {"train": ("train", "facefd.train"), "evaluate": ("evaluate", "facefd.evaluation"),
@@ -174,6 +176,67 @@ def fid_main(argv: Sequence[str]) -> float | None:
     return main()
 
 
+def score_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facefd score", description="Every score of a face-generation paper between a "
+                                "reference folder A and a generated folder B, from one extraction per folder and "
+                                "extractor (features cached). Scores: fid, fdd, fd/EXTRACTOR, fd_inf, kid, prdc, "
+                                "authpct, is; any of them on another extractor with SCORE/EXTRACTOR.")
+    p.add_argument("paths", nargs=2, metavar="PATH", help="A (reference) and B (generated): folders, or statistics "
+                   ".npz files where a score needs only statistics (fid, fdd, fd)")
+    p.add_argument("--metrics", default="fid", help="comma-separated scores, e.g. fid,kid,prdc,authpct,is "
+                   "or kid/fdd@run/extractor.safetensors (default: fid)")
+    p.add_argument("--weights", action="append", default=[], metavar="NAME=FILE",
+                   help="a local weights file instead of the fetched one, e.g. --weights inception=./pt_inception.pth")
+    p.add_argument("--fdd-extractor", default="extractor/extractor.safetensors",
+                   help="the fdd score's extractor file (default: ./extractor/extractor.safetensors)")
+    p.add_argument("--num-samples", type=int, default=None, help="a seeded sample of at most N images per folder")
+    p.add_argument("--seed", type=int, default=0, help="the sample's and the bootstrap's seed")
+    p.add_argument("--ci", type=float, default=None, help="bootstrap interval of the Fréchet scores, e.g. 0.95")
+    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples (with --ci)")
+    p.add_argument("--json", default=None, metavar="OUT.json", help="write values, intervals, counts, the sample, "
+                   "extractor fingerprints and library versions here")
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: ~/.cache/facefd/features)")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: 0 on the CPU, 2 on a GPU)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1")
+    p.add_argument("--skip-bad-images", action="store_true", help="report unreadable images and go on")
+    p.add_argument("--trust-code", action="store_true", help="let an extractor card name code outside the allow-list")
+    return p
+
+
+def score_main(argv: Sequence[str]) -> dict | None:
+    """``facefd score``: one line per score, and the JSON of everything with ``--json``."""
+    from facefd.utils.entry import report_user_errors
+
+    parser = score_parser()
+    args = parser.parse_args(argv)
+    weights = dict(w.split("=", 1) for w in args.weights if "=" in w)
+    unknown = sorted(set(weights) - {"inception"}) + [w for w in args.weights if "=" not in w]
+    if unknown:
+        parser.error(f"--weights takes inception=FILE, not {unknown}")
+
+    @report_user_errors
+    def main() -> dict:
+        from facefd.data.images import BadImagesError
+        from facefd.evaluation.score import score_folders
+        from facefd.utils.device import resolve_device
+        from facefd.utils.threads import limit_threads_to_cpu_quota
+
+        limit_threads_to_cpu_quota()
+        device = resolve_device(args.device)
+        workers = args.num_workers if args.num_workers is not None else (0 if device.type == "cpu" else 2)
+        try:
+            return score_folders(*args.paths, args.metrics, weights=weights, num_samples=args.num_samples,
+                                 seed=args.seed, ci=args.ci, n_boot=args.n_boot, json_path=args.json,
+                                 cache_dir=args.cache_dir, batch_size=args.batch_size, num_workers=workers,
+                                 device=str(device), skip_bad_images=args.skip_bad_images, trust_code=args.trust_code,
+                                 fdd_extractor=args.fdd_extractor)
+        except BadImagesError as exc:
+            raise BadImagesError(exc.bad, skip_option="--skip-bad-images") from None
+
+    return main()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -184,6 +247,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         fd_main(rest)
     elif command == "fid":
         fid_main(rest)
+    elif command == "score":
+        score_main(rest)
     elif command in APPS:
         run_app(command, rest)
     else:

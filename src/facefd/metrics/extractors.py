@@ -17,6 +17,8 @@ from facefd.utils.weights import KNOWN_WEIGHTS, fetch_weights
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 #: Feature layers of the FID Inception (torchmetrics' ``feature=``): pool1, pool2, pre-aux, final pool.
 FID_LAYERS = (64, 192, 768, 2048)
+#: Classes of the FID Inception's logits (1008: the TF graph's 1001 ImageNet classes padded).
+LOGITS_WIDTH = 1008
 #: How images reach 299 x 299: torch-fidelity's TF-1.x-compatible bilinear inside the network (pytorch-fid's
 #: and torch-fidelity's FID), or clean-fid's PIL bicubic before it.
 FID_RESIZES = {"tf_bilinear": "uint8 input, torch-fidelity TF-compatible bilinear to 299",
@@ -35,13 +37,18 @@ class InceptionFID(nn.Module):
     #: what FrechetDistance hands over: floats in [0, 1] (it quantises them itself, as torch-fidelity expects)
     input_dtype = torch.float32
 
-    def __init__(self, weights_path: Optional[str | Path] = None, layer: int = 2048, resize: str = "tf_bilinear") -> None:
+    def __init__(self, weights_path: Optional[str | Path] = None, layer: int = 2048, resize: str = "tf_bilinear",
+                 logits: bool = False) -> None:
         super().__init__()
         if layer not in FID_LAYERS:
             raise ValueError(f"the FID Inception has feature layers {FID_LAYERS}, not {layer}")
         if resize not in FID_RESIZES:
             raise ValueError(f"resize must be one of {FID_RESIZES}, got {resize!r}")
-        self.num_features, self.resize = layer, resize
+        if logits and resize == "antialias":
+            raise ValueError("logits=True is available with the tf_bilinear and pil_bicubic resizes")
+        # logits=True: the 1008 logits (torch-fidelity's logits_unbiased, the Inception Score's) follow the
+        # layer's features in the same pass, so FID and IS come from one extraction
+        self.num_features, self.resize, self.logits = layer + (LOGITS_WIDTH if logits else 0), resize, logits
         try:
             import torch_fidelity.feature_extractor_inceptionv3 as tfi
         except ImportError as exc:
@@ -62,13 +69,17 @@ class InceptionFID(nn.Module):
                 self.net = NoTrainInceptionV3("inception-v3-compat", [str(layer)],
                                               feature_extractor_weights_path=str(path), antialias=True)
             else:
-                self.net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", [str(layer)],
-                                                           feature_extractor_weights_path=str(path))
+                self.net = tfi.FeatureExtractorInceptionV3(
+                    "inception-v3-compat", [str(layer)] + (["logits_unbiased"] if logits else []),
+                    feature_extractor_weights_path=str(path))
         # channels-last weights: oneDNN / cuDNN convolutions run in NHWC without per-call reorders (1.4x on
         # 2 CPU cores, features equal to 1e-8; bench/fd_folder.py); values and fingerprint are unchanged
         self.net.to(memory_format=torch.channels_last)
         tag = "inception-fid" if layer == 2048 else f"inception-fid-{layer}"
         tag += "" if resize == "tf_bilinear" else f"-{resize}"
+        #: the fingerprint of the layer's features alone (what FID statistics made without logits carry)
+        self.layer_fingerprint = hashlib.sha256(f"{tag}:{digest}".encode()).hexdigest()
+        tag += "+logits" if logits else ""
         self.fingerprint = hashlib.sha256(f"{tag}:{digest}".encode()).hexdigest()
         self.card = {"backbone": {"target": "torch_fidelity inception-v3-compat", "weights": path.name},
                      "input_size": 299, "resize": FID_RESIZES[resize], "preprocessing_version": 1}
@@ -81,7 +92,10 @@ class InceptionFID(nn.Module):
             x = pil_bicubic_299(x)
         if self.resize == "antialias":
             return self.net(x)  # in the network's dtype (torchmetrics' set_dtype)
-        return self.net(x)[0].reshape(x.shape[0], -1).float()
+        out = self.net(x)
+        if self.logits:
+            return torch.cat([out[0].reshape(x.shape[0], -1), out[1].reshape(x.shape[0], -1)], dim=1).float()
+        return out[0].reshape(x.shape[0], -1).float()
 
 
 def pil_bicubic_299(images: torch.Tensor) -> torch.Tensor:

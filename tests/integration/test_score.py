@@ -1,0 +1,186 @@
+"""``facefd score``: every score from one extraction per folder, each equal to its reference computed by the
+peers' own code on the peers' own features (torch-fidelity's Inception, ``kid_features_to_metric`` and
+``isc_features_to_metric``; scipy's FID formula; PRDC and dgm-eval's authenticity written out in numpy)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from references import brute_prdc, scipy_reference
+
+tfi = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+
+
+def noise_folder(path, n, seed, smooth):
+    path.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        small = rng.integers(0, 256, (smooth, smooth, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((299, 299), Image.BICUBIC).save(path / f"{i:02d}.png")
+    return path
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("score")
+    return noise_folder(root / "real", 12, 0, 8), noise_folder(root / "fake", 12, 1, 5)
+
+
+@pytest.fixture(scope="module")
+def fid_weights(tmp_path_factory):
+    """The FID Inception with random weights whose batch-norm statistics were measured on noise images (one
+    pass in training mode), so that features and logits vary at unit scale as a trained network's do."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: {})
+        patch.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+        torch.manual_seed(0)
+        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a cumulative average: one pass sets the statistics
+    net.train()
+    with torch.no_grad():
+        net(torch.randint(0, 256, (16, 3, 299, 299), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        net.fc.weight.mul_(0.05)  # class probabilities that differ between images without saturating
+    path = tmp_path_factory.mktemp("fid") / "calibrated_random_inception.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def peer_features(weights, folder):
+    """Pool features and logits from torch-fidelity's own network, on the uint8 images as it reads them."""
+    state = torch.load(weights, weights_only=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: state)
+        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"]).eval()
+    files = sorted(folder.iterdir())
+    x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
+    with torch.no_grad():
+        pool, logits = net(x)
+    return pool.double(), logits.double()
+
+
+def dgm_eval_authpct(train, gen):
+    """dgm-eval's formula: a generated sample is authentic when its nearest training sample's own nearest
+    training neighbour is closer than the generated sample is."""
+    real = np.linalg.norm(train[:, None] - train[None], axis=-1)
+    np.fill_diagonal(real, np.inf)
+    d = np.linalg.norm(train[:, None] - gen[None], axis=-1)
+    nearest = d.argmin(axis=0)
+    return 100.0 * np.mean(real.min(axis=0)[nearest] < d.min(axis=0))
+
+
+def test_every_score_from_one_extraction_equals_the_peers(folders, fid_weights, tmp_path, monkeypatch, capsys):
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    import facefd.models.probe.features as features_module
+    from facefd.cli import score_main
+
+    real, fake = folders
+    calls = []
+    extract = features_module.extract_features
+    monkeypatch.setattr(features_module, "extract_features", lambda *a, **k: calls.append(k["desc"]) or extract(*a, **k))
+    out = tmp_path / "scores.json"
+    args = [str(real), str(fake), "--metrics", "fid,kid,prdc,authpct,is", "--weights", f"inception={fid_weights}",
+            "--json", str(out), "--cache-dir", str(tmp_path / "cache"), "--batch-size", "8"]
+    document = score_main(args)
+    assert len(calls) == 2  # one Inception pass per folder for all five scores
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["FID", "KID", "PRDC", "AuthPct", "IS"]
+    assert all("inception" in line for line in lines)  # every line names its features
+
+    pr, lr = peer_features(fid_weights, real)
+    pf, lf = peer_features(fid_weights, fake)
+    scores = json.loads(out.read_text())["scores"]
+    assert scores == json.loads(json.dumps(document["scores"]))
+    mu = lambda x: x.mean(0).numpy()  # noqa: E731
+    cov = lambda x: np.cov(x.numpy(), rowvar=False)  # noqa: E731
+    want_fid = scipy_reference(mu(pr), cov(pr), mu(pf), cov(pf))
+    assert scores["fid"]["value"] == pytest.approx(want_fid, rel=1e-4)
+    # KID on subsets as large as the sets, drawn without replacement: every subset is the whole set, so both
+    # tools compute the full-set unbiased estimate
+    n = min(len(pr), len(pf))
+    kid = kid_features_to_metric(pr, pf, kid_subsets=5, kid_subset_size=n, kid_degree=3,
+                                 kid_gamma=None, kid_coef0=1, rng_seed=0, verbose=False)
+    assert scores["kid"]["subset_size"] == n
+    want_prdc = brute_prdc(pr.numpy(), pf.numpy(), 5)
+    assert scores["prdc"]["value"] == pytest.approx(want_prdc, abs=1e-12)
+    assert scores["authpct"]["value"] == pytest.approx(dgm_eval_authpct(pr.numpy(), pf.numpy()))
+    isc = isc_features_to_metric(lf.float(), splits=10, shuffle=True, rng_seed=2020)
+    assert scores["is"]["value"] == pytest.approx(isc["inception_score_mean"], rel=1e-5)
+    assert scores["is"]["std"] == pytest.approx(isc["inception_score_std"], rel=1e-4, abs=1e-7)
+    # the two networks' features agree to float32 rounding (facefd runs the convolutions channels-last), and the
+    # cubic kernel of features ~70 in size triples that relative difference: 1e-5
+    assert scores["kid"]["value"] == pytest.approx(kid["kernel_inception_distance_mean"], rel=1e-5)
+    assert scores["kid"]["std"] < 1e-9 * scores["kid"]["value"]  # every subset is the same full set (summed in another order)
+
+    # the record: counts, the sample, the extractor's fingerprint and the library versions
+    assert document["counts"] == {"a": 12, "b": 12}
+    assert document["sample"]["a"][:2] == ["00.png", "01.png"] and len(document["sample"]["b"]) == 12
+    assert document["extractors"][0]["fingerprint"] == scores["fid"]["fingerprint"]
+    assert {"torch", "numpy", "facefd"} <= set(document["versions"])
+
+    # a second run reads every feature from the cache: nothing is extracted again
+    monkeypatch.setattr(features_module, "extract_features", lambda *a, **k: pytest.fail("extracted again"))
+    again = score_main(args[:6] + ["--cache-dir", str(tmp_path / "cache"), "--metrics", "fid,prdc"])
+    assert again["scores"]["fid"]["value"] == scores["fid"]["value"]
+
+
+def test_statistics_files_where_statistics_suffice(folders, fid_weights, tmp_path, capsys):
+    from facefd.cli import fid_main, score_main
+
+    real, fake = folders
+    weights = ["--weights", f"inception={fid_weights}"]
+    stats = tmp_path / "real.npz"
+    fid_main([*weights, "--save-stats", str(real), str(stats)])
+    capsys.readouterr()
+    common = [*weights, "--cache-dir", str(tmp_path / "cache")]
+    from_folder = score_main([str(real), str(fake), *common])["scores"]["fid"]["value"]
+    from_stats = score_main([str(stats), str(fake), *common])["scores"]["fid"]["value"]
+    assert from_stats == pytest.approx(from_folder, rel=1e-9)
+    with pytest.raises(SystemExit):
+        score_main([str(stats), str(fake), *common, "--metrics", "fid,kid"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and str(stats) in err[-1] and "kid" in err[-1]
+
+
+@pytest.mark.parametrize("metrics, message", [
+    ("fid,bogus", "unknown score 'bogus'"),
+    ("fd", "needs an extractor"),
+    ("is/random:test_resnet", "Inception's class logits"),
+    ("kid/random:resnet-18", "not a timm model"),
+])
+def test_metrics_list_errors_are_one_line_before_any_work(metrics, message, folders, tmp_path, capsys):
+    from facefd.cli import score_main
+
+    real, fake = folders
+    with pytest.raises(SystemExit):
+        score_main([str(real), str(fake), "--metrics", metrics, "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+    assert not (tmp_path / "cache").exists()
+
+
+def test_any_score_on_any_extractor_and_a_seeded_sample(folders, tmp_path, capsys):
+    """kid/random:test_resnet: KID on timm's test network (random weights); --num-samples draws a seeded
+    sample, recorded, and another seed draws another."""
+    from facefd.cli import score_main
+
+    real, fake = folders
+    common = [str(real), str(fake), "--metrics", "kid/random:test_resnet,fd/random:test_resnet,fd_inf/random:test_resnet",
+              "--num-samples", "10", "--cache-dir", str(tmp_path / "cache"), "--ci", "0.9", "--n-boot", "20"]
+    first = score_main([*common, "--seed", "1"])
+    second = score_main([*common, "--seed", "2"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("KID:") and "random:test_resnet" in lines[0]
+    assert set(first["scores"]) == {"kid/random:test_resnet", "fd/random:test_resnet", "fd_inf/random:test_resnet"}
+    low, high = first["scores"]["fd/random:test_resnet"]["interval"]
+    assert 0 <= low < high and first["ci"] == 0.9 and "90% CI" in lines[1]
+    assert len(first["sample"]["a"]) == 10 and first["counts"] == {"a": 10, "b": 10}
+    assert first["sample"]["a"] != second["sample"]["a"]
