@@ -440,8 +440,39 @@ def test_default_config_is_the_papers_recipe():
     assert (g.steps, g.size, g.pipe.scheduler) == (15, 512, "dpmpp_sde_karras") and g.guidance_scale > 1
     assert g.pipe.model == "SG161222/Realistic_Vision_V5.1_noVAE" and g.pipe.vae == "stabilityai/sd-vae-ft-mse"
     assert cfg.anonymizer.mode == "portrait" and cfg.anonymizer.faces is None  # biggest for portraits, all in paste
-    assert cfg.anonymizer.detector._target_.endswith("DlibDetector")
     assert cfg.anonymizer.attributes._target_.endswith("PredictorAttributes") and cfg.anonymizer.privacy_guard is None
+    # the default detector: dlib HOG upsampled twice, also on the photo turned by +-90 degrees
+    d = cfg.anonymizer.detector
+    assert d._target_.endswith("RotationSweep") and d.detector._target_.endswith("DlibDetector")
+    assert d.detector.upsample == 2 and list(d.angles) == [0, 90, -90]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        other = compose(config_name="anonymize", overrides=["input=/in", "output=/out", "detector=retinaface"])
+    assert other.anonymizer.detector.detector._target_ == "facefd.models.retinaface.RetinaFaceDetector"
+
+
+def test_default_detector_finds_a_face_on_its_side_that_upright_hog_misses():
+    """On astronaut(): the default finds Eileen Collins' face upright and turned 90 degrees; dlib's HOG as
+    it was the default before finds nothing in the turned photo."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from PIL import Image
+    from skimage import data
+
+    from conftest import CONF
+    from facefd.models.faces import DlibDetector
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(config_name="anonymize", overrides=["input=/in", "output=/out"])
+    detector = instantiate(cfg.anonymizer.detector)
+    photo = Image.fromarray(data.astronaut())
+    face = (178, 60, 268, 175)  # by eye; the detectors agree within a few pixels
+    turned = photo.rotate(90, expand=True)  # counter-clockwise: the face moves to (60, 512 - 268) ...
+    turned_face = (face[1], 512 - face[2], face[3], 512 - face[0])
+    for image, truth in ((photo, face), (turned, turned_face)):
+        boxes = detector(image)
+        centres = [((b.left + b.right) / 2, (b.top + b.bottom) / 2) for b in boxes]
+        assert any(truth[0] <= x <= truth[2] and truth[1] <= y <= truth[3] for x, y in centres), (boxes, truth)
+    assert DlibDetector()(turned) == []
 
 
 def test_predictor_attributes_merge_probe_and_age_gender(tmp_path, faces_dir):
