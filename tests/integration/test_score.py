@@ -184,3 +184,45 @@ def test_any_score_on_any_extractor_and_a_seeded_sample(folders, tmp_path, capsy
     assert 0 <= low < high and first["ci"] == 0.9 and "90% CI" in lines[1]
     assert len(first["sample"]["a"]) == 10 and first["counts"] == {"a": 10, "b": 10}
     assert first["sample"]["a"] != second["sample"]["a"]
+
+
+def test_fd_dinov2_and_cmmd_on_small_models_of_their_architectures(folders, tmp_path, capsys):
+    """fd_dinov2 and cmmd through the command, on a small DINOv2-architecture ViT and a small CLIP saved by the
+    test: FD equals scipy's formula on the extractor's own features, CMMD the reference's all-pairs kernel."""
+    import timm
+    import transformers
+    from safetensors.torch import save_file
+
+    from facefd.cli import score_main
+    from facefd.data import list_images
+    from facefd.data.tensors import ImageTensors
+    from facefd.metrics.foundation import CLIPImageEmbedder, DINOv2Features
+    from references import reference_cmmd
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=70, depth=1,
+                            embed_dim=64, num_heads=1)
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp_path / "dinov2.safetensors"))
+    config = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                           num_attention_heads=2, image_size=336, patch_size=48, projection_dim=16)
+    transformers.CLIPVisionModelWithProjection(config).save_pretrained(tmp_path / "clip", safe_serialization=True)
+    real, fake = folders
+    metrics = f"fd_dinov2/dinov2@{tmp_path / 'dinov2.safetensors'},cmmd/clip@{tmp_path / 'clip'}"
+    document = score_main([str(real), str(fake), "--metrics", metrics, "--cache-dir", str(tmp_path / "cache")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("FD_DINOv2:") and lines[1].startswith("CMMD:")
+
+    def features(extractor, folder):
+        data = ImageTensors(list_images(folder), None)
+        return torch.cat([extractor(data[i][None]) for i in range(len(data))]).double().numpy()
+
+    dino = DINOv2Features(tmp_path / "dinov2.safetensors")
+    fa, fb = features(dino, real), features(dino, fake)
+    want = scipy_reference(fa.mean(0), np.cov(fa, rowvar=False), fb.mean(0), np.cov(fb, rowvar=False))
+    scores = document["scores"]
+    (fd_key,) = [k for k in scores if k.startswith("fd_dinov2")]
+    (cmmd_key,) = [k for k in scores if k.startswith("cmmd")]
+    assert scores[fd_key]["value"] == pytest.approx(want, rel=1e-4)
+    clip = CLIPImageEmbedder(str(tmp_path / "clip"))
+    ea, eb = features(clip, real), features(clip, fake)
+    assert scores[cmmd_key]["value"] == pytest.approx(reference_cmmd(ea, eb), rel=1e-6)

@@ -12,6 +12,8 @@ score     default features what
 ========= ================ ============================================================
 fid       inception        Fréchet distance (Heusel et al.); statistics ``.npz`` accepted
 fdd       fdd@FILE         Fréchet distance on facefd's DINO-faces extractor
+fd_dinov2 dinov2           Fréchet distance on DINOv2 ViT-L/14 (dgm-eval's preprocessing; Stein et al. 2023)
+cmmd      clip             CMMD: RBF MMD on CLIP ViT-L/14@336 embeddings, sigma 10, x1000 (Jayasumana et al. 2024)
 fd        (give one)       Fréchet distance on the extractor after ``/``
 fd_inf    inception        FD∞, the bias-free extrapolation (Chong & Forsyth 2020)
 kid       inception        KID: unbiased polynomial MMD² over 100 subsets of 1000
@@ -40,6 +42,8 @@ from facefd.utils.errors import UserError
 SCORES: dict[str, tuple[Optional[str], str, str]] = {
     "fid": ("inception", "stats", "FID"),
     "fdd": ("fdd@extractor/extractor.safetensors", "stats", "FDD"),
+    "fd_dinov2": ("dinov2", "stats", "FD_DINOv2"),
+    "cmmd": ("clip", "features", "CMMD"),
     "fd": (None, "stats", "FD"),
     "fd_inf": ("inception", "features", "FD∞"),
     "kid": ("inception", "features", "KID"),
@@ -242,6 +246,11 @@ def compute_score(request: ScoreRequest, extractor: nn.Module, a: Source, b: Sou
         return {"value": mean, "std": std, "splits": 10}
     if request.score == "authpct":
         return {"value": authpct(pool_a, pool_b)}
+    if request.score == "cmmd":
+        from facefd.metrics.mmd import CMMD_SCALE, CMMD_SIGMA, mmd_rbf
+
+        unit = [x.double() / x.double().norm(dim=1, keepdim=True).clamp_min(1e-12) for x in (pool_a, pool_b)]
+        return {"value": mmd_rbf(unit[0], unit[1], CMMD_SIGMA, CMMD_SCALE), "sigma": CMMD_SIGMA, "scale": CMMD_SCALE}
     largest = max(len(x) for x in (pool_a, pool_b) if x is not None)
     metric = frechet_metric(view, a, b, pool_a, pool_b, reservoir=largest if (ci or request.needs == "features") else 0)
     if request.needs == "stats":

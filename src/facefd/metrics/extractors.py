@@ -226,8 +226,8 @@ def fdd_extractor(path: str | Path, trust_code: Optional[bool] = None) -> Featur
     return load_extractor(path, trust_code=trust_code)
 
 
-EXTRACTOR_NAMES = ("fdd@FILE, inception (or fid) with or without @FILE, timm:MODEL@FILE, random:MODEL, "
-                   "or {_target_: ...}")
+EXTRACTOR_NAMES = ("fdd@FILE, inception (or fid) with or without @FILE, dinov2 with or without @FILE, clip with or "
+                   "without @MODEL_OR_FOLDER, timm:MODEL@FILE, random:MODEL, or {_target_: ...}")
 
 
 class ExtractorSpecError(UserError, ValueError):
@@ -251,7 +251,7 @@ def check_extractor_entry(entry: Any) -> None:
         return
     name, _, path = entry.partition("@")
     kind, _, model = name.partition(":")
-    if name in ("inception", "fid"):
+    if name in ("inception", "fid", "dinov2", "clip"):
         return
     if name == "fdd" or (kind == "timm" and model):
         if not path:
@@ -308,6 +308,14 @@ def build_extractor(name: Any, path: Optional[str | Path] = None, input_size: Op
         return fdd_extractor(need_path())
     if name in ("inception", "fid"):
         return inception_extractor(path)  # no file: the standard weights, fetched and verified
+    if name == "dinov2":  # FD_DINOv2's network (dgm-eval's preprocessing); no file: timm's hub copy
+        from facefd.metrics.foundation import DINOv2Features
+
+        return DINOv2Features(path)
+    if name == "clip":  # CMMD's CLIP ViT-L/14@336; no model: the Hugging Face hub id
+        from facefd.metrics.foundation import CLIP_MODEL, CLIPImageEmbedder
+
+        return CLIPImageEmbedder(str(path) if path else CLIP_MODEL)
     kind, _, model_name = name.partition(":")
     if kind == "timm" and model_name:
         return timm_extractor(model_name, need_path(), input_size=input_size)
@@ -318,7 +326,7 @@ def build_extractor(name: Any, path: Optional[str | Path] = None, input_size: Op
 
 
 #: Display names of the extractors whose Fréchet distance has a name of its own.
-METRIC_NAMES = {"fdd": "FDD", "inception": "FID", "fid": "FID"}
+METRIC_NAMES = {"fdd": "FDD", "inception": "FID", "fid": "FID", "dinov2": "FD_DINOv2"}
 
 
 def parse_extractor_entry(entry: Any) -> tuple[str, Any, Optional[str]]:

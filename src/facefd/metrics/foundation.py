@@ -108,6 +108,10 @@ class DINOv2Features(nn.Module):
             from facefd.metrics.extractors import load_state_dict_file
 
             state, origin = load_state_dict_file(weights), str(weights)
+        if weights is not None and not model_kwargs:  # a file: its size read from its tensors (DINOv2 heads are 64-d)
+            width = int(state["cls_token"].shape[-1])
+            depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+            model_kwargs = dict(embed_dim=width, depth=depth, num_heads=max(1, width // 64))
         patch = int(state["patch_embed.proj.weight"].shape[-1])
         if input_size % patch:
             raise UserError(f"DINOv2 input side {input_size} is not a multiple of its patch size {patch}")
@@ -132,10 +136,14 @@ class DINOv2Features(nn.Module):
                      "resize": "PIL bicubic (dgm-eval)", "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
                      "preprocessing_version": 1}
 
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """dgm-eval's transform: PIL bicubic resize of the (uint8) picture, to [0, 1], ImageNet normalisation."""
+        x = pil_resize_uint8(images if images.dtype != torch.uint8 else images.float() / 255, self.input_side)
+        return (x - self.mean) / self.std
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = pil_resize_uint8(images if images.dtype != torch.uint8 else images.float() / 255, self.input_side)
-        return self.net((x - self.mean) / self.std).float()
+        return self.net(self.preprocess(images)).float()
 
 
 class CLIPImageEmbedder(nn.Module):
@@ -184,9 +192,13 @@ class CLIPImageEmbedder(nn.Module):
                      "resize": "bicubic, antialiased (CMMD reference)", "mean": CLIP_MEAN, "std": CLIP_STD,
                      "preprocessing_version": 1}
 
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """CMMD's transform: bicubic, antialiased resize of [0, 1] images to 336, CLIP's normalisation (no crop)."""
         x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
         x = F.interpolate(x, size=(self.input_side, self.input_side), mode="bicubic", antialias=True, align_corners=False)
-        embeds = self.net(pixel_values=(x - self.mean) / self.std).image_embeds.float()
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        embeds = self.net(pixel_values=self.preprocess(images)).image_embeds.float()
         return embeds / embeds.norm(dim=1, keepdim=True).clamp_min(1e-12)
