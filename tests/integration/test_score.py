@@ -226,3 +226,53 @@ def test_fd_dinov2_and_cmmd_on_small_models_of_their_architectures(folders, tmp_
     clip = CLIPImageEmbedder(str(tmp_path / "clip"))
     ea, eb = features(clip, real), features(clip, fake)
     assert scores[cmmd_key]["value"] == pytest.approx(reference_cmmd(ea, eb), rel=1e-6)
+
+
+def test_identity_leak_finds_another_photo_of_a_reference_person_on_real_photos(tmp_path, capsys):
+    """Reference: astronaut() and a picture without a face. Generated: three altered copies of astronaut()
+    (mirrored, darker, a JPEG at quality 40), four LFW faces (other people; the subset has no identity labels,
+    so they are compared with astronaut() only) and a picture with no face. The copies leak, the other people
+    do not; pictures without a face are counted apart; the closest pairs are drawn."""
+    import io
+
+    from PIL import ImageEnhance, ImageOps
+    from skimage import data
+
+    from facefd.cli import score_main
+
+    astronaut = Image.fromarray(data.astronaut())
+    faces = data.lfw_subset()[:100]
+
+    def lfw(i):
+        tile = Image.fromarray((faces[i] * 255).astype(np.uint8)).convert("RGB").resize((160, 160), Image.BICUBIC)
+        canvas = Image.new("RGB", (320, 320), (120, 120, 120))
+        canvas.paste(tile, (80, 80))
+        return canvas
+
+    buffer = io.BytesIO()
+    astronaut.save(buffer, "JPEG", quality=40)
+    reference, generated = tmp_path / "training", tmp_path / "generated"
+    reference.mkdir()
+    generated.mkdir()
+    astronaut.save(reference / "astronaut.png")
+    Image.new("RGB", (200, 200), (200, 180, 90)).save(reference / "sand.png")
+    ImageOps.mirror(astronaut).save(generated / "copy_mirror.png")
+    ImageEnhance.Brightness(astronaut).enhance(0.75).save(generated / "copy_dark.png")
+    Image.open(io.BytesIO(buffer.getvalue())).save(generated / "copy_jpeg.png")
+    for i in (5, 6, 7, 8):
+        lfw(i).save(generated / f"other{i}.png")
+    Image.new("RGB", (200, 200), (30, 90, 160)).save(generated / "sky.png")
+    out = tmp_path / "report" / "scores.json"
+    out.parent.mkdir()
+    document = score_main([str(reference), str(generated), "--metrics", "identity_leak", "--json", str(out),
+                           "--cache-dir", str(tmp_path / "cache")])
+    result = document["scores"]["identity_leak"]
+    names = document["sample"]["b"]
+    leaked = {names[g] for g, _, d in result["closest"] if d < 0.6}
+    assert leaked == {"copy_mirror.png", "copy_dark.png", "copy_jpeg.png"}
+    assert all(document["sample"]["a"][r] == "astronaut.png" for g, r, d in result["closest"] if d < 0.6)
+    assert result["faces"] == 7 and result["no_face_generated"] == 1 and result["no_face_reference"] == 1
+    assert result["value"] == pytest.approx(3 / 7)
+    assert min(d for g, _, d in result["closest"] if names[g].startswith("other")) > 0.6
+    assert (out.parent / "identity_leak_pairs.png").stat().st_size > 10_000
+    assert "3 of 7 generated faces" in capsys.readouterr().out

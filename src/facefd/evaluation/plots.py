@@ -63,3 +63,35 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
     ax.legend()
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def identity_pairs_grid(pairs: Sequence[tuple[Path, Path, float]], threshold: float, path: str | Path) -> Path:
+    """The closest (generated, reference) identity pairs side by side, one row each, with their distance;
+    rows under ``threshold`` (the same person) titled in red.
+
+    Args:
+        pairs: ``(generated image, reference image, distance)``, nearest first.
+        threshold: the same-person distance.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
+    from PIL import Image
+
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(4.2, 2.1 * len(pairs)), squeeze=False)
+    for row, (generated, reference, distance) in enumerate(pairs):
+        for col, (image_path, label) in enumerate(((generated, "generated"), (reference, "reference"))):
+            ax = axes[row, col]
+            with Image.open(image_path) as im:
+                im = im.convert("RGB")
+                im.thumbnail((256, 256))
+                ax.imshow(np.asarray(im))
+            ax.set_axis_off()
+            ax.set_title(f"{label}: {Path(image_path).name[:24]}", fontsize=7)
+        leak = distance < threshold
+        axes[row, 0].text(0, -0.25, f"distance {distance:.3f}" + (" < threshold: same person" if leak else ""),
+                          transform=axes[row, 0].transAxes, fontsize=7, color="red" if leak else "black")
+    fig.suptitle(f"closest identities (same person below {threshold})", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)

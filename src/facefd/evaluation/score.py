@@ -21,6 +21,8 @@ prdc      inception        precision, recall, density, coverage (k = 5)
 authpct   inception        authenticity % (dgm-eval): generated samples not closer to a training sample
                            than its own nearest training neighbour
 is        inception        Inception Score of B (torch-fidelity's 10 splits)
+identity_ identity         share of generated faces within dlib's same-person distance (0.6) of a
+leak                       reference face: memorised identities; the closest pairs as a PNG grid
 ========= ================ ============================================================
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ SCORES: dict[str, tuple[Optional[str], str, str]] = {
     "fdd": ("fdd@extractor/extractor.safetensors", "stats", "FDD"),
     "fd_dinov2": ("dinov2", "stats", "FD_DINOv2"),
     "cmmd": ("clip", "features", "CMMD"),
+    "identity_leak": ("identity", "features", "Identity leak"),
     "fd": (None, "stats", "FD"),
     "fd_inf": ("inception", "features", "FD∞"),
     "kid": ("inception", "features", "KID"),
@@ -227,7 +230,8 @@ def frechet_metric(extractor: nn.Module, a: Source, b: Source, fa: Optional[torc
 
 
 def compute_score(request: ScoreRequest, extractor: nn.Module, a: Source, b: Source, fa: Optional[torch.Tensor],
-                  fb: Optional[torch.Tensor], ci: Optional[float], n_boot: int, seed: int) -> dict[str, Any]:
+                  fb: Optional[torch.Tensor], ci: Optional[float], n_boot: int, seed: int,
+                  plot_dir: Optional[Path] = None) -> dict[str, Any]:
     """One score's values (and interval) from the two sides' features."""
     from facefd.metrics.extractors import LOGITS_WIDTH
     from facefd.metrics.kernels import authpct, inception_score
@@ -246,6 +250,16 @@ def compute_score(request: ScoreRequest, extractor: nn.Module, a: Source, b: Sou
         return {"value": mean, "std": std, "splits": 10}
     if request.score == "authpct":
         return {"value": authpct(pool_a, pool_b)}
+    if request.score == "identity_leak":
+        from facefd.evaluation.plots import identity_pairs_grid
+        from facefd.metrics.kernels import identity_leak
+
+        result = identity_leak(pool_a, pool_b)
+        if plot_dir is not None and result["closest"]:
+            png = identity_pairs_grid([(b.files[g], a.files[r], d) for g, r, d in result["closest"]], result["threshold"],
+                                      Path(plot_dir) / "identity_leak_pairs.png")
+            result["pairs_png"] = str(png)
+        return result
     if request.score == "cmmd":
         from facefd.metrics.mmd import CMMD_SCALE, CMMD_SIGMA, mmd_rbf
 
@@ -299,6 +313,11 @@ def format_line(request: ScoreRequest, result: dict[str, Any], label: str, ci: O
         text = "  ".join(f"{k} {v:.6f}" for k, v in value.items())
     else:
         text = f"{value:.6f}" if request.score not in ("kid",) else f"{value:.8f}"
+    if request.score == "identity_leak":
+        text = f"{value:.4f} ({result['leaked']} of {result['faces']} generated faces within {result['threshold']} " \
+               f"of a reference face; {result['no_face_generated']} without a face)"
+        if "pairs_png" in result:
+            text += f", closest pairs: {result['pairs_png']}"
     if "std" in result:
         text += f" ± {result['std']:.6g}"
     if "interval" in result:
@@ -363,7 +382,8 @@ def score_folders(a: str | Path, b: str | Path, metrics: str, weights: Optional[
     for request in requests:
         module = extractors[request.extractor]
         result = compute_score(request, module, src_a, src_b, features[request.extractor, "A"],
-                               features[request.extractor, "B"], ci, n_boot, seed)
+                               features[request.extractor, "B"], ci, n_boot, seed,
+                               plot_dir=Path(json_path).parent if json_path else Path.cwd())
         label = f"{request.extractor.split('@')[0]} features, {described[request.extractor]['fingerprint'][:8]}"
         results[request.key] = {**result, "features": request.extractor,
                                 "fingerprint": described[request.extractor]["fingerprint"]}

@@ -227,7 +227,7 @@ def fdd_extractor(path: str | Path, trust_code: Optional[bool] = None) -> Featur
 
 
 EXTRACTOR_NAMES = ("fdd@FILE, inception (or fid) with or without @FILE, dinov2 with or without @FILE, clip with or "
-                   "without @MODEL_OR_FOLDER, timm:MODEL@FILE, random:MODEL, or {_target_: ...}")
+                   "without @MODEL_OR_FOLDER, identity, timm:MODEL@FILE, random:MODEL, or {_target_: ...}")
 
 
 class ExtractorSpecError(UserError, ValueError):
@@ -251,7 +251,7 @@ def check_extractor_entry(entry: Any) -> None:
         return
     name, _, path = entry.partition("@")
     kind, _, model = name.partition(":")
-    if name in ("inception", "fid", "dinov2", "clip"):
+    if name in ("inception", "fid", "dinov2", "clip", "identity"):
         return
     if name == "fdd" or (kind == "timm" and model):
         if not path:
@@ -308,6 +308,10 @@ def build_extractor(name: Any, path: Optional[str | Path] = None, input_size: Op
         return fdd_extractor(need_path())
     if name in ("inception", "fid"):
         return inception_extractor(path)  # no file: the standard weights, fetched and verified
+    if name == "identity":  # dlib's 128-d face-identity embedding of each image's biggest face
+        from facefd.models.identity import IdentityFeatures
+
+        return IdentityFeatures()
     if name == "dinov2":  # FD_DINOv2's network (dgm-eval's preprocessing); no file: timm's hub copy
         from facefd.metrics.foundation import DINOv2Features
 

@@ -157,3 +157,45 @@ def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 2020, sh
         log_marginal = part.mean(dim=0, keepdim=True).log()
         scores.append(float((part * (log_part - log_marginal)).sum(dim=1).mean().exp()))
     return float(np.mean(scores)), float(np.std(scores))
+
+
+def identity_leak(reference: torch.Tensor, generated: torch.Tensor, threshold: float = 0.6,
+                  pairs: int = 8, chunk: int = 2048) -> dict:
+    """The share of generated faces whose identity embedding lies within ``threshold`` (Euclidean) of some
+    reference face: the same person by the embedder's own rule (dlib: 0.6), i.e. a memorised identity.
+
+    Rows that are NaN (no face found) are left out of both sets and counted.
+
+    Args:
+        reference: ``[N, D]`` identity embeddings of the reference (training) set.
+        generated: ``[M, D]`` embeddings of the generated set.
+        threshold: the same-person distance.
+        pairs: how many of the closest (generated, reference) pairs to return.
+        chunk: rows per block of distances.
+
+    Returns:
+        ``{"value", "leaked", "faces", "no_face_generated", "no_face_reference", "threshold", "closest"}``
+        with ``closest`` a list of ``(generated index, reference index, distance)``, nearest first.
+
+    Example:
+        >>> ref = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
+        >>> identity_leak(ref, torch.tensor([[0.1, 0.0], [2.0, 2.0], [float("nan")] * 2]))["value"]
+        0.5
+    """
+    ref_ok, gen_ok = ~reference.isnan().any(dim=1), ~generated.isnan().any(dim=1)
+    ref_rows, gen_rows = ref_ok.nonzero().flatten(), gen_ok.nonzero().flatten()
+    if len(ref_rows) == 0 or len(gen_rows) == 0:
+        raise RuntimeError("identity_leak needs faces in both sets: "
+                           f"{len(ref_rows)} reference and {len(gen_rows)} generated images have one")
+    ref, gen = reference[ref_rows].double(), generated[gen_rows].double()
+    best = torch.empty(len(gen), dtype=torch.float64)
+    which = torch.empty(len(gen), dtype=torch.long)
+    for j in range(0, len(gen), chunk):
+        d = torch.cdist(gen[j:j + chunk], ref)
+        best[j:j + chunk], which[j:j + chunk] = d.min(dim=1)
+    order = best.argsort()[:pairs]
+    leaked = int((best < threshold).sum())
+    return {"value": leaked / len(gen), "leaked": leaked, "faces": len(gen),
+            "no_face_generated": int((~gen_ok).sum()), "no_face_reference": int((~ref_ok).sum()),
+            "threshold": threshold,
+            "closest": [(int(gen_rows[i]), int(ref_rows[which[i]]), float(best[i])) for i in order]}

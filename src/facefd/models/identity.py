@@ -54,3 +54,49 @@ class DlibIdentity:
 
 def identity_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+
+
+class IdentityFeatures(torch.nn.Module):
+    """Face-identity embeddings as an extractor: each image's biggest face through ``embedder`` (dlib's 128-d
+    network by default), a NaN row where no face is found. Takes the float [0, 1] pictures facefd's loader
+    gives, at their own size.
+
+    Args:
+        embedder: any object with ``embed(PIL image) -> vector or None`` (default :class:`DlibIdentity`).
+        name: what the fingerprint and the output call the embedder.
+
+    Example:
+        >>> features = IdentityFeatures()  # doctest: +SKIP
+        >>> features(torch.rand(1, 3, 256, 256)).isnan().all()  # noise: no face  # doctest: +SKIP
+        tensor(True)
+    """
+
+    input_dtype = torch.float32
+
+    def __init__(self, embedder: Optional[object] = None, name: str = "dlib-identity") -> None:
+        super().__init__()
+        import hashlib
+
+        self.embedder = embedder if embedder is not None else DlibIdentity()
+        self.num_features = int(getattr(self.embedder, "num_features", 128))
+        digest = hashlib.sha256(name.encode())
+        if embedder is None:  # dlib's model files and the detector's settings make the numbers
+            import face_recognition_models as models
+
+            from facefd.utils.files import file_sha256
+
+            for path in (models.face_recognition_model_location(), models.pose_predictor_five_point_model_location()):
+                digest.update(file_sha256(path).encode())
+            detector = self.embedder.detector
+            digest.update(f"{type(detector).__name__}:{getattr(detector, 'upsample', '')}".encode())
+        self.fingerprint = digest.hexdigest()
+        self.card = {"backbone": {"target": name}, "input_size": None, "preprocessing_version": 1}
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images if images.dtype == torch.uint8 else (images.clamp(0, 1) * 255).round().to(torch.uint8)
+        rows = []
+        for array in x.permute(0, 2, 3, 1).cpu().numpy():
+            e = self.embedder.embed(Image.fromarray(array))
+            rows.append(np.full(self.num_features, np.nan) if e is None else np.asarray(e, dtype=np.float64))
+        return torch.from_numpy(np.stack(rows)).float()
