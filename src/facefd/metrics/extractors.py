@@ -11,6 +11,7 @@ from torch import nn
 
 from facefd.models.extractor import FeatureExtractor, load_extractor
 from facefd.utils.errors import UserError
+from facefd.metrics.weight_files import WeightsFileError, load_state_dict_file  # noqa: F401 (public here too)
 from facefd.utils.files import file_sha256
 from facefd.utils.weights import KNOWN_WEIGHTS, fetch_weights
 
@@ -117,10 +118,6 @@ def inception_extractor(weights_path: Optional[str | Path] = None, resize: str =
     return InceptionFID(weights_path, resize=resize)
 
 
-class WeightsFileError(UserError, ValueError):
-    """A weights file that is not a plain state dict, or that claims a standard name with another hash."""
-
-
 def check_claimed_weights(path: Path, digest: str, name: str) -> None:
     """A file named like the standard ``name`` weights must hash to them: a stranger's file under the
     standard name is refused rather than silently giving other numbers."""
@@ -128,24 +125,6 @@ def check_claimed_weights(path: Path, digest: str, name: str) -> None:
     if path.name in (spec.filename, *spec.aliases) and digest != spec.sha256:
         raise WeightsFileError(f"{path} is named like {spec.description} but its sha256 {digest[:16]}... is not "
                                f"{spec.sha256[:16]}...: rename it if it is another network on purpose")
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A ``.pth``/``.pt`` state dict loaded with ``weights_only=True`` (no code from the file runs),
-    checked to be a flat mapping of names to tensors.
-
-    Raises:
-        WeightsFileError: anything else, in one line naming the file.
-    """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # an unpickling refusal, a truncated zip, ...: all the same to the user
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise WeightsFileError(f"{path} is not a plain weights file (refused by weights_only loading: {first})") from None
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise WeightsFileError(f"{path} is not a state dict of named tensors")
-    return state
 
 
 @contextlib.contextmanager

@@ -105,7 +105,7 @@ class DINOv2Features(nn.Module):
             state, origin = source.state_dict(), f"timm:{model} (Hugging Face hub)"
             del source
         else:
-            from facefd.metrics.extractors import load_state_dict_file
+            from facefd.metrics.weight_files import load_state_dict_file
 
             state, origin = load_state_dict_file(weights), str(weights)
         if weights is not None and not model_kwargs:  # a file: its size read from its tensors (DINOv2 heads are 64-d)
