@@ -100,8 +100,8 @@ def parse_metrics(text: str, weights: Optional[dict[str, str]] = None,
         ScoreSpecError: an unknown score, ``fd`` without an extractor, or an extractor entry the parser refuses.
 
     Example:
-        >>> [(r.score, r.extractor) for r in parse_metrics("fid,kid/fdd@x.safetensors")]
-        [('fid', 'inception'), ('kid', 'fdd@x.safetensors')]
+        >>> ", ".join(f"{r.score} on {r.extractor}" for r in parse_metrics("fid,kid/fdd@x.safetensors"))
+        'fid on inception, kid on fdd@x.safetensors'
     """
     from facefd.metrics.extractors import check_extractor_entry
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -96,7 +96,7 @@ class DINOv2Features(nn.Module):
     input_dtype = torch.float32
 
     def __init__(self, weights: Optional[str | Path] = None, model: str = DINOV2_MODEL, input_size: int = DINOV2_INPUT,
-                 **model_kwargs) -> None:
+                 **model_kwargs: Any) -> None:
         super().__init__()
         import timm
 
