@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facefd.utils.errors import UserError
+from facefd.utils.weights import is_offline
 
 #: timm's name of the DINOv2 ViT-L/14 that dgm-eval loads from torch.hub (``dinov2_vitl14``).
 DINOV2_MODEL = "vit_large_patch14_dinov2.lvd142m"
@@ -75,6 +76,19 @@ def pil_resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255).to(images.device)
 
 
+def cached_hub_file(repo_id: str, filename: str, what: str) -> str:
+    """The Hugging Face cache's copy of ``repo_id/filename`` (offline), or one ``error:`` line saying where
+    it was looked for and what to do."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, filename)
+    if not isinstance(cached, str):
+        raise UserError(f"error: {what} ({repo_id}/{filename}) is not in the Hugging Face cache "
+                        f"{constants.HF_HUB_CACHE} and the network is off (FACEFD_OFFLINE / HF_HUB_OFFLINE): run once "
+                        "with the network, or give a local file (dinov2@FILE)")
+    return cached
+
+
 class DINOv2Features(nn.Module):
     """DINOv2 ViT-L/14 CLS features as dgm-eval computes FD_DINOv2: each image resized to 224 x 224 by PIL
     (bicubic), ImageNet normalisation, the 37 x 37 trained position embeddings resampled to 16 x 16 as the
@@ -100,6 +114,8 @@ class DINOv2Features(nn.Module):
         super().__init__()
         import timm
 
+        if weights is None and is_offline():  # the hub's cached copy, read as a local file: no request at all
+            weights = cached_hub_file(f"timm/{model}", "model.safetensors", f"DINOv2 weights (timm's {model})")
         if weights is None:
             source = timm.create_model(model, pretrained=True, num_classes=0, **model_kwargs)
             state, origin = source.state_dict(), f"timm:{model} (Hugging Face hub)"
@@ -170,8 +186,6 @@ class CLIPImageEmbedder(nn.Module):
             from transformers import CLIPVisionModelWithProjection
         except ImportError as exc:
             raise ImportError('cmmd needs transformers: pip install -e ".[anonymize]"') from exc
-        from facefd.utils.weights import is_offline
-
         try:
             self.net = CLIPVisionModelWithProjection.from_pretrained(
                 model, revision=revision, use_safetensors=True, local_files_only=is_offline())

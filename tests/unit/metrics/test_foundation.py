@@ -175,3 +175,28 @@ def test_clip_model_that_cannot_be_found_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(UserError) as info:
         CLIPImageEmbedder(str(tmp_path / "no-such-model"))
     assert "\n" not in str(info.value) and "no-such-model" in str(info.value)
+
+
+def test_dinov2_offline_reads_the_hub_cache_or_says_where_it_looked(tiny_dinov2, tmp_path, monkeypatch):
+    """FACEFD_OFFLINE=1: no request; the Hugging Face cache's copy is used as a local file, and without one
+    the error is one line naming the repository and the cache."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from facefd.utils.errors import UserError
+
+    path, state = tiny_dinov2
+    monkeypatch.setenv("FACEFD_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(UserError) as info:
+        DINOv2Features()
+    message = str(info.value)
+    assert "\n" not in message and "timm/vit_large_patch14_dinov2.lvd142m" in message and str(tmp_path / "hub") in message
+    repo = tmp_path / "hub" / "models--timm--vit_large_patch14_dinov2.lvd142m"
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    shutil.copy(path, repo / "snapshots" / "abc123" / "model.safetensors")
+    extractor = DINOv2Features()  # the cached (here: tiny) file, its size read from it
+    assert extractor.num_features == TINY_VIT["embed_dim"] and "model.safetensors" in extractor.card["backbone"]["weights"]
