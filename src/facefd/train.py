@@ -52,6 +52,8 @@ def run(cfg: DictConfig) -> Optional[float]:
     finally:
         _write_bad_image_report(datamodule, output_dir)
     log.info("final metrics: %s", metrics)
+    if getattr(model, "collapse_warning", None):
+        log.warning("the run ended collapsed: %s", model.collapse_warning)
     return _optimized_metric(cfg, metrics)
 
 

@@ -281,8 +281,11 @@ def test_fairface_category_file(tmp_path):
         read_category_table(path, {"ethnicity": "ethnicity"})
 
 
-def test_build_extractor_by_name():
+def test_build_extractor_by_name(monkeypatch):
     from facefd.metrics.extractors import build_extractor
+    from facefd.utils.errors import UserError
+
+    monkeypatch.setenv("FACEFD_OFFLINE", "1")  # names that fetch from a hub must not reach the network here
 
     assert build_extractor("random:test_resnet").num_features == 96
     module = PooledPixels()
@@ -293,5 +296,7 @@ def test_build_extractor_by_name():
             build_extractor(name)
     with pytest.raises(FileNotFoundError, match="pt_inception"):
         build_extractor("inception", "/nonexistent/pt_inception-2015-12-05-6726825d.pth")
-    with pytest.raises(ValueError, match="unknown extractor 'clip'"):
+    with pytest.raises(ValueError, match="unknown extractor 'nonsense'"):
+        build_extractor("nonsense")
+    with pytest.raises(UserError, match="could not be loaded"):  # offline, not in the cache: one line
         build_extractor("clip")

@@ -7,6 +7,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from facefd.models.dino.collapse import target_entropies
+
 
 def teacher_temperature_schedule(
     warmup_teacher_temp: float, teacher_temp: float, warmup_teacher_temp_epochs: int, nepochs: int
@@ -98,6 +100,7 @@ class DINOLoss(nn.Module):
         self.center_momentum = center_momentum
         self.defer_center_update = defer_center_update
         self.register_buffer("center", torch.zeros(1, out_dim))
+        self.last_entropies: tuple[torch.Tensor, torch.Tensor] | None = None
         self.register_buffer("_pending_sum", torch.zeros(1, out_dim), persistent=False)
         self._pending_count = 0  # rows accumulated on this process; a host int, so no GPU sync
         self.teacher_temp_schedule = teacher_temperature_schedule(
@@ -124,6 +127,8 @@ class DINOLoss(nn.Module):
                 total_loss = total_loss + torch.sum(-q * F.log_softmax(s, dim=-1), dim=-1).mean()
                 n_loss_terms += 1
         total_loss = total_loss / n_loss_terms
+        with torch.no_grad():  # the teacher's targets, for the collapse diagnostics (tensors: no host sync)
+            self.last_entropies = target_entropies(torch.cat(teacher_out))
 
         if self.centering == "ema":  # Sinkhorn-Knopp targets need no center: no sums, no all-reduce per step
             self._accumulate_center(teacher_output)

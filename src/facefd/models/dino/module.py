@@ -8,7 +8,6 @@ Lightning still owns devices, precision, accumulation, DDP and checkpointing.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Callable, Optional, Sequence
 
 import lightning.pytorch as pl
@@ -21,6 +20,8 @@ from facefd.models.backbone import BackboneFactory, factory_spec, feature_width,
 from facefd.models.checkpoints import DataOnlyCheckpoints
 from facefd.models.dino.head import DINOHead
 from facefd.models.dino.koleo import koleo_loss
+from facefd.models.dino.collapse import CollapseThresholds, diagnose
+from facefd.models.dino.collapse import message as collapse_message
 from facefd.models.dino.loss import DINOLoss, teacher_temperature_schedule
 from facefd.models.dino.schedules import cosine_schedule
 from facefd.models.optim import clip_gradients_per_parameter, regularization_groups
@@ -93,6 +94,8 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
         student_drop_path_rate: float = 0.0,
         collapse_tolerance: float = 0.01,
         collapse_patience_epochs: int = 3,
+        collapse_dominant_entropy: float = 0.1,
+        collapse_dominant_kl: float = 0.01,
         input_size: int = 224,
         nonfinite_check_every_n_steps: int = 10,
         koleo_weight: float = 0.0,
@@ -135,6 +138,11 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
         self._epoch_loss_count = 0
         self._nonfinite_steps: torch.Tensor | int = 0
         self._collapsed_epochs = 0
+        self._collapse_kind: str | None = None
+        self._diagnostics_sum: torch.Tensor | float = 0.0  # per-sample entropy, batch-mean entropy, KL
+        self._diagnostics_count = 0
+        #: the collapse warning of the last epoch that warned (the run's closing line repeats it), else None
+        self.collapse_warning: str | None = None
         self._base_seed = 0
         self._last_schedule_values: dict[str, float] = {}
 
@@ -178,6 +186,7 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
         # Reseed per epoch so stochastic layers (drop path) replay identically after a resume.
         torch.manual_seed((self._base_seed * 1_000_003 + self.current_epoch) % (2**63))
         self._epoch_loss_sum, self._epoch_loss_count = 0.0, 0
+        self._diagnostics_sum, self._diagnostics_count = 0.0, 0
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if "crops" not in batch and "aug" in batch:
@@ -201,6 +210,7 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
         # train/loss stays the DINO loss (comparable with ln K and the collapse check); KoLeo is logged apart
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=crops[0].shape[0],
                  sync_dist=True)
+        self._track_collapse(loss.detach(), crops[0].shape[0])
         if self.hparams.koleo_weight:
             # per global crop, as DINOv2 (per device under DDP: a neighbour must be in the same batch)
             koleo = sum(koleo_loss(f) for f in student_features[: 2 * crops[0].shape[0]].chunk(2))
@@ -219,22 +229,34 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
                 "get non-finite gradients from oneDNN: use precision=32-true or larger crops."
             )
 
+    def _track_collapse(self, loss: torch.Tensor, batch_size: int) -> None:
+        """Log the teacher's per-sample and batch-mean target entropies and KL(teacher || student) = loss - H."""
+        if self.criterion.last_entropies is None:
+            return
+        per_sample, batch = self.criterion.last_entropies
+        values = torch.stack([per_sample, batch, loss.float() - per_sample])
+        for name, value in zip(("teacher_entropy", "teacher_batch_entropy", "kl"), values):
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        self._diagnostics_sum = self._diagnostics_sum + values
+        self._diagnostics_count += 1
+
     def on_train_epoch_end(self) -> None:
         self._raise_if_nonfinite()
-        if self._epoch_loss_count == 0:
+        if self._diagnostics_count == 0:
             return
-        mean_loss = float(self._epoch_loss_sum) / self._epoch_loss_count
-        uniform = math.log(self.out_dim)
-        if abs(mean_loss - uniform) < self.hparams.collapse_tolerance * uniform:
-            self._collapsed_epochs += 1
-        else:
-            self._collapsed_epochs = 0
-        if self._collapsed_epochs >= self.hparams.collapse_patience_epochs:
-            log.warning(
-                "DINO may have collapsed: the mean loss %.4f has stayed within %.0f%% of ln(out_dim)=%.4f for %d "
-                "epochs (uniform teacher outputs). Check teacher_temp, center_momentum and the learning rate.",
-                mean_loss, 100 * self.hparams.collapse_tolerance, uniform, self._collapsed_epochs,
-            )
+        per_sample, batch, kl = (float(v) for v in (self._diagnostics_sum / self._diagnostics_count).tolist())
+        thresholds = CollapseThresholds(uniform_fraction=1 - self.hparams.collapse_tolerance,
+                                        dominant_entropy=self.hparams.collapse_dominant_entropy,
+                                        dominant_kl=self.hparams.collapse_dominant_kl,
+                                        patience_epochs=self.hparams.collapse_patience_epochs)
+        kind = diagnose(per_sample, batch, kl, self.out_dim, thresholds)
+        self._collapsed_epochs = self._collapsed_epochs + 1 if kind is not None and kind == self._collapse_kind else \
+            (1 if kind is not None else 0)
+        self._collapse_kind = kind
+        if kind is not None and self._collapsed_epochs >= thresholds.patience_epochs:
+            self.collapse_warning = collapse_message(kind, per_sample, batch, kl, self.out_dim, self._collapsed_epochs,
+                                                     thresholds)
+            log.warning(self.collapse_warning)
 
     # ----------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> torch.optim.Optimizer:

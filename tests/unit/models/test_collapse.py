@@ -1,0 +1,89 @@
+"""A run that names its collapse: the teacher's per-sample entropy, batch-mean entropy and KL(teacher ||
+student), measured by DINOLoss on constructed outputs of each kind and checked against scipy's entropy of
+the targets computed by hand; the module's warning for each kind; a healthy run that does not warn."""
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from scipy.stats import entropy
+
+from facefd.models.dino import DINOLoss
+from facefd.models.dino.collapse import diagnose
+from runs import crops_loader, tiny_module
+
+K, B, TEMP = 16, 16, 0.04
+
+
+def measured(teacher: torch.Tensor, student: torch.Tensor) -> tuple[float, float, float]:
+    """(per-sample entropy, batch-mean entropy, KL) from one DINOLoss call (2 global crops)."""
+    loss_fn = DINOLoss(out_dim=K, ncrops=2, warmup_teacher_temp=TEMP, teacher_temp=TEMP,
+                       warmup_teacher_temp_epochs=0, nepochs=1)
+    loss = loss_fn(student, teacher, epoch=0)
+    h, hb = (float(v) for v in loss_fn.last_entropies)
+    return h, hb, float(loss) - h
+
+
+def by_hand(teacher: torch.Tensor) -> tuple[float, float]:
+    """scipy's entropies of the teacher targets softmax(t / temperature) (the center starts at zero)."""
+    q = torch.softmax(teacher.double() / TEMP, dim=1).numpy()
+    return float(np.mean([entropy(row) for row in q])), float(entropy(q.mean(axis=0)))
+
+
+def test_uniform_outputs_are_the_uniform_collapse():
+    teacher, student = torch.zeros(2 * B, K), torch.zeros(2 * B, K)
+    h, hb, kl = measured(teacher, student)
+    assert (h, hb) == pytest.approx(by_hand(teacher)) and h == pytest.approx(math.log(K))
+    assert kl == pytest.approx(0.0, abs=1e-5)
+    assert diagnose(h, hb, kl, K) == "uniform"
+
+
+def test_one_prototype_for_every_image_is_the_dominant_collapse():
+    teacher = torch.zeros(2 * B, K)
+    teacher[:, 3] = 1.0  # every image, both views: prototype 3
+    student = teacher * 2.0  # the student agrees (its temperature is 0.1)
+    h, hb, kl = measured(teacher, student)
+    assert (h, hb) == pytest.approx(by_hand(teacher), abs=1e-6)
+    assert hb < 0.1 and kl < 0.01
+    assert diagnose(h, hb, kl, K) == "dominant"
+
+
+def test_a_sharp_teacher_that_tells_images_apart_is_healthy():
+    teacher = torch.zeros(2 * B, K)
+    teacher[torch.arange(2 * B), torch.arange(2 * B) % K] = 1.0  # sharp, a different prototype per image
+    student = teacher * 2.0
+    h, hb, kl = measured(teacher, student)
+    assert (h, hb) == pytest.approx(by_hand(teacher), abs=1e-6)
+    assert h < 0.01 and hb == pytest.approx(math.log(K), rel=1e-3)  # low per-sample entropy alone is not collapse
+    assert diagnose(h, hb, kl, K) is None
+
+
+@pytest.mark.parametrize("kind, values, words", [
+    ("uniform", (math.log(64) * 0.999, math.log(64), 0.0), "uniform outputs"),
+    ("dominant", (0.01, 0.02, 0.001), "one prototype"),
+])
+def test_the_module_warns_for_each_kind_after_patience(kind, values, words, caplog):
+    m = tiny_module(collapse_patience_epochs=2)
+    assert m.out_dim == 64
+    with caplog.at_level("WARNING"):
+        for epoch in range(2):
+            m._diagnostics_sum, m._diagnostics_count = torch.tensor(values), 1
+            m.on_train_epoch_end()
+            assert (words in caplog.text) == (epoch == 1)  # the second collapsed epoch warns, not the first
+    assert words in m.collapse_warning
+
+
+def test_a_healthy_run_logs_the_diagnostics_and_does_not_warn(caplog):
+    m = tiny_module(collapse_patience_epochs=1)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    with caplog.at_level("WARNING"):
+        trainer.fit(m, crops_loader(3))
+    metrics = trainer.callback_metrics
+    h, hb, kl = (float(metrics[f"train/{k}"]) for k in ("teacher_entropy", "teacher_batch_entropy", "kl"))
+    assert 0 <= h < 0.99 * math.log(m.out_dim) and hb >= h - 1e-4 and kl > 0.01
+    assert float(metrics["train/loss"]) == pytest.approx(h + kl, rel=1e-4)  # the cross-entropy is H + KL
+    assert "collapse" not in caplog.text and m.collapse_warning is None
