@@ -27,7 +27,7 @@ def target_entropies(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     tensors on ``q``'s device: reading them is left to the caller, once an epoch).
 
     Example:
-        >>> [round(float(h), 4) for h in target_entropies(torch.eye(4))]  # four images, each sure of its own
+        >>> [round(float(h), 4) + 0.0 for h in target_entropies(torch.eye(4))]  # four images, each sure of its own
         [0.0, 1.3863]
     """
     q = q.detach().float().clamp_min(0)
