@@ -262,8 +262,7 @@ def test_identity_leak_finds_another_photo_of_a_reference_person_on_real_photos(
     for i in (5, 6, 7, 8):
         lfw(i).save(generated / f"other{i}.png")
     Image.new("RGB", (200, 200), (30, 90, 160)).save(generated / "sky.png")
-    out = tmp_path / "report" / "scores.json"
-    out.parent.mkdir()
+    out = tmp_path / "report" / "scores.json"  # a folder that does not exist yet: made for the JSON and the PNG
     document = score_main([str(reference), str(generated), "--metrics", "identity_leak", "--json", str(out),
                            "--cache-dir", str(tmp_path / "cache")])
     result = document["scores"]["identity_leak"]

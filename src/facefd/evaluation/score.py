@@ -368,6 +368,8 @@ def score_folders(a: str | Path, b: str | Path, metrics: str, weights: Optional[
     if json_path is not None and Path(json_path).is_dir():
         raise UserError(f"error: --json {json_path} is a folder; give a file name")
     src_a, src_b = open_sources(a, b, requests, num_samples, seed, skip_bad_images)
+    if json_path is not None:  # the JSON's folder (and the identity pairs PNG beside it), made before any work
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     extractors = build_score_extractors(requests, trust_code)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
