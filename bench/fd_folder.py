@@ -27,8 +27,9 @@ from facefd.metrics import FrechetDistance  # noqa: E402
 from facefd.metrics.extractors import FID_WEIGHTS_NAME  # noqa: E402
 
 
-def random_inception_weights(path: Path) -> Path:
-    """The FID Inception architecture with random weights (no download), saved as the file users give."""
+def random_inception_weights(path: Path, calibrate: bool = False) -> Path:
+    """The FID Inception architecture with random weights (no download), saved as the file users give;
+    ``calibrate``: batch-norm statistics measured on noise, so features vary at a trained network's scale."""
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
     saved = tfi.load_state_dict_from_url, tfi.FeatureExtractorInceptionV3.load_state_dict
@@ -39,6 +40,14 @@ def random_inception_weights(path: Path) -> Path:
         net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     finally:
         tfi.load_state_dict_from_url, tfi.FeatureExtractorInceptionV3.load_state_dict = saved
+    if calibrate:
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.momentum = None  # one pass in training mode sets the statistics
+        net.train()
+        with torch.no_grad():
+            net(torch.randint(0, 256, (16, 3, 299, 299), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+        net.eval()
     torch.save(net.state_dict(), path)
     return path
 

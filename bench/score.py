@@ -25,29 +25,6 @@ import numpy as np
 import torch
 
 
-def random_inception(folder: Path) -> Path:
-    import torch_fidelity.feature_extractor_inceptionv3 as tfi
-
-    original = tfi.load_state_dict_from_url, tfi.FeatureExtractorInceptionV3.load_state_dict
-    tfi.load_state_dict_from_url = lambda *a, **k: {}
-    tfi.FeatureExtractorInceptionV3.load_state_dict = lambda self, sd, *a, **k: None
-    try:
-        torch.manual_seed(0)
-        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    finally:
-        tfi.load_state_dict_from_url, tfi.FeatureExtractorInceptionV3.load_state_dict = original
-    for module in net.modules():  # batch-norm statistics measured on noise: features at a trained net's scale
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None
-    net.train()
-    with torch.no_grad():
-        net(torch.randint(0, 256, (16, 3, 299, 299), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
-    net.eval()
-    path = folder / "random_inception.pth"
-    torch.save(net.state_dict(), path)
-    return path
-
-
 def peer_features(weights: Path, folder: Path, batch_size: int) -> np.ndarray:
     """2048-d pool features of a folder through torch-fidelity's own Inception (uint8 images as it reads them)."""
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
@@ -89,11 +66,13 @@ def main() -> None:
     import torch_fidelity
     from prdc import compute_prdc
 
+    from fd_folder import random_inception_weights  # bench/ is on the path when this script runs
+
     from facefd.evaluation.score import score_folders
     from facefd.utils.weights import fetch_weights
 
     work = Path(tempfile.mkdtemp(prefix="facefd-bench-score-"))
-    weights = (random_inception(work) if args.weights == "random" else
+    weights = (random_inception_weights(work / "random_inception.pth", calibrate=True) if args.weights == "random" else
                Path(args.weights) if args.weights else fetch_weights("inception"))
     real, fake = subset(args.real, args.num, work / "real"), subset(args.fake, args.num, work / "fake")
     n = min(len(list(real.iterdir())), len(list(fake.iterdir())))

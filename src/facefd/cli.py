@@ -138,16 +138,22 @@ def fid_parser() -> argparse.ArgumentParser:
     return p
 
 
+def weights_option(parser: argparse.ArgumentParser, values: Sequence[str]) -> dict[str, str]:
+    """``--weights NAME=FILE`` values as ``{name: file}``; anything but ``inception=FILE`` is a usage error."""
+    weights = dict(w.split("=", 1) for w in values if "=" in w)
+    unknown = sorted(set(weights) - {"inception"}) + [w for w in values if "=" not in w]
+    if unknown:
+        parser.error(f"--weights takes inception=FILE, not {unknown}")
+    return weights
+
+
 def fid_main(argv: Sequence[str]) -> float | None:
     """``facefd fid``: pytorch-fid's command line on the same functions as ``facefd fd``."""
     from facefd.utils.entry import report_user_errors
 
     parser = fid_parser()
     args = parser.parse_args(argv)
-    weights = dict(w.split("=", 1) for w in args.weights if "=" in w)
-    unknown = sorted(set(weights) - {"inception"}) + [w for w in args.weights if "=" not in w]
-    if unknown:
-        parser.error(f"--weights takes inception=FILE, not {unknown}")
+    weights = weights_option(parser, args.weights)
 
     @report_user_errors
     def main() -> float | None:
@@ -210,10 +216,7 @@ def score_main(argv: Sequence[str]) -> dict | None:
 
     parser = score_parser()
     args = parser.parse_args(argv)
-    weights = dict(w.split("=", 1) for w in args.weights if "=" in w)
-    unknown = sorted(set(weights) - {"inception"}) + [w for w in args.weights if "=" not in w]
-    if unknown:
-        parser.error(f"--weights takes inception=FILE, not {unknown}")
+    weights = weights_option(parser, args.weights)
 
     @report_user_errors
     def main() -> dict:
