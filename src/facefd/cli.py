@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 USAGE = """usage: facefd {train,evaluate,anonymize} [hydra overrides]   (same as train.py / evaluate.py / anonymize.py)
-       facefd fd A B [--extractor NAME@FILE] [--batch-size N] [--device cuda] [--num-samples N] [--save-stats OUT.npz]
+       facefd fd A B [--extractor NAME@FILE] [--batch-size N] [--device cuda] [--devices N] [--num-samples N]
+                     [--save-stats OUT.npz]
        facefd fd A --save-stats OUT.npz [--extractor NAME@FILE] [--format facefd|pytorch-fid]
        facefd fid [--batch-size N] [--device D] [--dims 64|192|768|2048] [--num-workers N] [--save-stats]
                   [--weights inception=FILE] path1 path2      (python -m pytorch_fid's command line)
        facefd score A B [--metrics fid,fdd,fd_inf,kid,prdc,authpct,is] [--ci 0.95] [--json OUT.json]
-                    [--num-samples N] [--weights inception=FILE]   (every score, one extraction per folder)
+                    [--num-samples N] [--devices N] [--weights inception=FILE]   (every score, one extraction per folder)
 Outputs go to ./outputs (the current folder, or FACEFD_ROOT)."""
 
 APPS = {"train": ("train", "facefd.train"), "evaluate": ("evaluate", "facefd.evaluation"),
@@ -60,7 +61,10 @@ def fd_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=None,
                    help="data loader workers (default: 0 on the CPU, where workers take cores from the model; 2 on a GPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1")
-    p.add_argument("--num-samples", type=int, default=None, help="use the first N images of each folder")
+    p.add_argument("--num-samples", type=int, default=None, help="a seeded sample of at most N images per folder")
+    p.add_argument("--seed", type=int, default=0, help="the sample's seed")
+    p.add_argument("--devices", type=int, default=1, help="extract features in N processes (GPUs, or CPU processes "
+                   "with --device cpu) through Lightning")
     p.add_argument("--save-stats", metavar="OUT.npz", default=None,
                    help="also write the first folder's statistics to OUT.npz (then B is optional)")
     p.add_argument("--format", choices=("facefd", "pytorch-fid"), default="facefd",
@@ -105,7 +109,7 @@ def fd_main(argv: Sequence[str]) -> float | None:
         metric = FrechetDistance(extractor, normalize=True).to(device)
         workers = args.num_workers if args.num_workers is not None else (0 if device.type == "cpu" else 2)
         loader = dict(batch_size=args.batch_size, num_workers=workers, skip_bad_images=args.skip_bad_images,
-                      max_images=args.num_samples)
+                      num_samples=args.num_samples, seed=args.seed, devices=args.devices)
         try:
             if args.save_stats:
                 stats.save_statistics(metric, a, args.save_stats, format=args.format, **loader)
@@ -205,6 +209,8 @@ def score_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: 0 on the CPU, 2 on a GPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1")
+    p.add_argument("--devices", type=int, default=1, help="extract features in N processes through Lightning "
+                   "(N GPUs, or N CPU processes with --device cpu)")
     p.add_argument("--skip-bad-images", action="store_true", help="report unreadable images and go on")
     p.add_argument("--trust-code", action="store_true", help="let an extractor card name code outside the allow-list")
     return p
@@ -233,7 +239,7 @@ def score_main(argv: Sequence[str]) -> dict | None:
                                  seed=args.seed, ci=args.ci, n_boot=args.n_boot, json_path=args.json,
                                  cache_dir=args.cache_dir, batch_size=args.batch_size, num_workers=workers,
                                  device=str(device), skip_bad_images=args.skip_bad_images, trust_code=args.trust_code,
-                                 fdd_extractor=args.fdd_extractor)
+                                 fdd_extractor=args.fdd_extractor, devices=args.devices)
         except BadImagesError as exc:
             raise BadImagesError(exc.bad, skip_option="--skip-bad-images") from None
 

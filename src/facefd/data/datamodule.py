@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from facefd.data.attributes import read_attribute_table, read_category_table, read_partition_file
 from facefd.data.dataset import FaceImageDataset
-from facefd.data.images import IMAGE_EXTENSIONS, BadImagesError, find_bad_images, list_images
+from facefd.data.images import IMAGE_EXTENSIONS, BadImagesError, find_bad_images, list_images, seeded_sample
 from facefd.data.sample_faces import generate_sample_faces
 from facefd.data.sampler import SeededEpochSampler
 from facefd.utils.errors import ConfigError
@@ -40,6 +40,7 @@ class FaceImageDataModule(pl.LightningDataModule):
         train_transform / eval_transform: callables on a PIL RGB image.
         skip_bad_images: report unreadable files and go on instead of stopping.
         check_images: decode every file once at set-up to find bad ones before training.
+        num_samples: a seeded sample (``seed``) of at most this many images of the folder, before the split.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class FaceImageDataModule(pl.LightningDataModule):
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         pin_memory: bool = True,
         drop_last: bool = True,
+        num_samples: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser()
@@ -83,6 +85,7 @@ class FaceImageDataModule(pl.LightningDataModule):
         self.skip_bad_images, self.check_images = skip_bad_images, check_images
         self.extensions = tuple(extensions)
         self.pin_memory, self.drop_last = pin_memory, drop_last
+        self.num_samples = num_samples
         self.bad_images: list[tuple[str, str]] = []
         self.attribute_names: list[str] = []
         self.splits: dict[str, list[Path]] = {}
@@ -106,7 +109,7 @@ class FaceImageDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.splits:
             return
-        files = list_images(self.root, self.extensions)
+        files = seeded_sample(list_images(self.root, self.extensions), self.num_samples, self.seed)
         if self.check_images:
             self.bad_images = find_bad_images(files, num_threads=max(self.num_workers, 2))
             if self.bad_images:

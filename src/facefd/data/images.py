@@ -62,6 +62,28 @@ def list_images(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) 
     return files
 
 
+def seeded_sample(paths: Sequence[Path], num: int | None, seed: int = 0) -> list[Path]:
+    """At most ``num`` of ``paths``: a seeded uniform sample without replacement, kept in the listing's order.
+    The one meaning of ``num_samples`` in every facefd task and command.
+
+    Args:
+        paths: the listing (sorted, as :func:`list_images` gives it).
+        num: how many to keep; ``None``, 0 or at least ``len(paths)``: all of them.
+        seed: the sample's seed (numpy's ``default_rng``).
+
+    Returns:
+        The kept paths, in their listing order.
+
+    Example:
+        >>> [p.name for p in seeded_sample([Path(f"{i}.png") for i in range(6)], 3, seed=0)]
+        ['3.png', '4.png', '5.png']
+    """
+    if not num or num >= len(paths):
+        return list(paths)
+    keep = np.sort(np.random.default_rng(seed).choice(len(paths), size=num, replace=False))
+    return [paths[i] for i in keep]
+
+
 def load_rgb(path: str | Path) -> Image.Image:
     """Open any supported image as 8-bit RGB.
 

@@ -185,11 +185,36 @@ def run_anonymization_eval(original: str | Path, anonymized: str | Path, out_dir
                            embedders: Sequence[Any] = ("dlib",), metrics: Sequence[Any] = (),
                            predictor: Optional[Callable[[], Any]] = None, identities: Optional[str] = None,
                            ks: Sequence[int] = (1, 5, 10), cache_dir: str | Path = "data/feature_cache",
-                           grid_rows: int = 8, extract_kwargs: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                           grid_rows: int = 8, extract_kwargs: Optional[dict[str, Any]] = None,
+                           num_samples: Optional[int] = None, seed: int = 0) -> dict[str, Any]:
+    """Re-identification, attribute preservation and distribution distances of an anonymized folder.
+
+    Args:
+        original: the original images.
+        anonymized: the output folder of ``anonymize.py`` (its manifest pairs the images).
+        out_dir: where ``anonymization.json``, ``.md`` and the grid PNG go.
+        embedders: Re-ID embedders (``dlib`` and/or extractor entries).
+        metrics: extractor entries for the Fréchet distance between the folders.
+        predictor: a factory of the attribute predictor, or ``None``.
+        identities: a ``file,identity`` CSV of the originals; ``None``: each original is its own identity.
+        ks: the K of Re-ID@K and mAP@K.
+        cache_dir: the feature cache.
+        grid_rows: pairs drawn in the grid.
+        extract_kwargs: batch size, workers and processes of feature extraction.
+        num_samples: a seeded sample of at most this many pairs (:func:`facefd.data.images.seeded_sample`).
+        seed: the sample's seed.
+
+    Returns:
+        The report (also written as JSON and Markdown); ``report["sample"]`` records the sample.
+    """
+    from facefd.data.images import seeded_sample
+
     original = Path(original)
-    pairs = pair_images(original, anonymized)
+    all_pairs = pair_images(original, anonymized)
+    pairs = seeded_sample(all_pairs, num_samples, seed)
     ids = read_identities(identities, [a for a, _ in pairs], original)
-    report: dict[str, Any] = {"pairs": len(pairs), "original": str(original), "anonymized": str(anonymized)}
+    report: dict[str, Any] = {"pairs": len(pairs), "original": str(original), "anonymized": str(anonymized),
+                              "sample": {"num_samples": num_samples, "seed": seed, "pairs_listed": len(all_pairs)}}
     report["reid"] = reidentification(pairs, ids, embedders, cache_dir, ks, extract_kwargs)
     report["definitions"] = {
         "reid@K": "share of queries (anonymized images) with a gallery original of their identity in the top K",

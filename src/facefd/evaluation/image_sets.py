@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facefd.data.images import drop_bad_images, list_images
+from facefd.data.images import drop_bad_images, list_images, seeded_sample
 from facefd.evaluation.perturbations import describe, seeded
 from facefd.models.probe.features import FeatureCache
 
@@ -25,11 +25,8 @@ class ImageSet:
 
 
 def sample(paths: Sequence[Path], num: Optional[int], seed: int) -> list[Path]:
-    """At most ``num`` paths, a seeded uniform sample (kept in sorted order)."""
-    if not num or num >= len(paths):
-        return list(paths)
-    keep = np.sort(np.random.default_rng(seed).choice(len(paths), size=num, replace=False))
-    return [paths[i] for i in keep]
+    """At most ``num`` paths, a seeded uniform sample (kept in sorted order): :func:`facefd.data.images.seeded_sample`."""
+    return seeded_sample(paths, num, seed)
 
 
 def folder_sample(root: str | Path, num: Optional[int] = None, seed: int = 0,

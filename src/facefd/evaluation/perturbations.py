@@ -170,11 +170,15 @@ def describe(perturbation: Any) -> str:
     return f"{type(perturbation).__module__}.{type(perturbation).__qualname__}:{getattr(perturbation, '__dict__', {})}"
 
 
-def seeded(perturbation: Any, seed: int):
-    """``(image, index) -> image`` for :class:`facefd.data.tensors.ImageTensors`."""
-    def apply(image: torch.Tensor, index: int) -> torch.Tensor:
-        return perturbation(image, image_generator(seed, index))
-    return apply
+class seeded:  # noqa: N801 - used as a function
+    """``(image, index) -> image`` for :class:`facefd.data.tensors.ImageTensors`: ``perturbation`` with a
+    generator seeded by ``seed`` and the image's index (a class, so it pickles into extraction processes)."""
+
+    def __init__(self, perturbation: Any, seed: int) -> None:
+        self.perturbation, self.seed = perturbation, seed
+
+    def __call__(self, image: torch.Tensor, index: int) -> torch.Tensor:
+        return self.perturbation(image, image_generator(self.seed, index))
 
 
 __all__ = [

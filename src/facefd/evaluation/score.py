@@ -329,7 +329,8 @@ def score_folders(a: str | Path, b: str | Path, metrics: str, weights: Optional[
                   num_samples: Optional[int] = None, seed: int = 0, ci: Optional[float] = None, n_boot: int = 200,
                   json_path: Optional[str | Path] = None, cache_dir: Optional[str | Path] = None,
                   batch_size: int = 50, num_workers: int = 0, device: str = "auto", skip_bad_images: bool = False,
-                  trust_code: bool = False, fdd_extractor: Optional[str] = None, echo: Any = print) -> dict[str, Any]:
+                  trust_code: bool = False, fdd_extractor: Optional[str] = None, devices: int = 1,
+                  echo: Any = print) -> dict[str, Any]:
     """Compute every requested score between ``a`` (reference) and ``b`` (generated).
 
     Args:
@@ -350,6 +351,7 @@ def score_folders(a: str | Path, b: str | Path, metrics: str, weights: Optional[
         skip_bad_images: report unreadable images and go on.
         trust_code: let an extractor card name code outside the allow-list.
         fdd_extractor: the ``fdd`` score's extractor file.
+        devices: extract in this many processes through Lightning (GPUs, or CPU processes with ``device="cpu"``).
         echo: where the score lines go.
 
     Returns:
@@ -362,7 +364,10 @@ def score_folders(a: str | Path, b: str | Path, metrics: str, weights: Optional[
     from facefd.utils.device import resolve_device
     from facefd.utils.files import atomic_path
 
+    from facefd.models.distributed_extraction import check_parallel_options
+
     requests = parse_metrics(metrics, weights, fdd_extractor)
+    check_parallel_options(devices)
     if ci is not None and not 0 < ci < 1:
         raise UserError(f"--ci {ci}: give a confidence between 0 and 1, e.g. 0.95")
     if json_path is not None and Path(json_path).is_dir():
@@ -379,7 +384,8 @@ def score_folders(a: str | Path, b: str | Path, metrics: str, weights: Optional[
         label = f"{entry.split('@')[0]} {described[entry]['fingerprint'][:8]}"
         for side, source in (("A", src_a), ("B", src_b)):
             features[entry, side] = None if source.is_stats else features_of(
-                module, source, label, cache, batch_size=batch_size, num_workers=num_workers, device=dev)
+                module, source, label, cache, batch_size=batch_size, num_workers=num_workers, device=dev,
+                devices=devices)
     results: dict[str, Any] = {}
     for request in requests:
         module = extractors[request.extractor]
@@ -393,6 +399,7 @@ def score_folders(a: str | Path, b: str | Path, metrics: str, weights: Optional[
     document = {
         "a": str(src_a.path), "b": str(src_b.path), "scores": results,
         "counts": {side: (len(s.files) if not s.is_stats else None) for side, s in (("a", src_a), ("b", src_b))},
+        "devices": devices,
         "sample": {"num_samples": num_samples, "seed": seed,
                    **{side: [str(p.relative_to(s.path)) for p in s.files] for side, s in (("a", src_a), ("b", src_b))}},
         "ci": ci, "n_boot": n_boot if ci else None,

@@ -15,6 +15,7 @@ def run(cfg: DictConfig) -> dict:
     report = run_anonymization_eval(
         cfg.original, cfg.anonymized, out_dir(cfg), embedders=plain(cfg.extractors),
         metrics=plain(cfg.fd_extractors or []), predictor=predictor_factory(cfg), identities=cfg.identities,
-        ks=list(cfg.reid_ks), cache_dir=cfg.cache_dir, grid_rows=cfg.grid_rows, extract_kwargs=extract_kwargs(cfg))
+        ks=list(cfg.reid_ks), cache_dir=cfg.cache_dir, grid_rows=cfg.grid_rows, extract_kwargs=extract_kwargs(cfg),
+        num_samples=cfg.get("num_samples"), seed=cfg.seed)
     print(markdown(report))
     return report

@@ -4,7 +4,7 @@ from __future__ import annotations
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from facefd.evaluation.tasks.common import extract_kwargs, out_dir, plain
+from facefd.evaluation.tasks.common import extract_kwargs, out_dir, plain, write_sample_record
 from facefd.utils.errors import ConfigError
 
 
@@ -25,6 +25,7 @@ def run(cfg: DictConfig) -> list:
                          alpha=cfg.alpha, rescale_set=cfg.rescale.set, rescale_values=plain(cfg.rescale.ratios),
                          seed=cfg.seed, extract_kwargs=extract_kwargs(cfg))
     paths = write_benchmark(rows, out_dir(cfg))
+    paths["sample"] = write_sample_record(cfg)
     print(summary_table(rows))
     print(f"written: {', '.join(str(p) for p in paths.values())}")
     return rows

@@ -29,13 +29,30 @@ def out_dir(cfg: DictConfig) -> Path:
 
 
 def extract_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """Batch size and workers of feature extraction."""
-    return dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    """Batch size, workers and processes of feature extraction: ``trainer=ddp_sim`` (2 CPU processes),
+    ``trainer=ddp`` (one process per GPU) or ``trainer.devices=N`` run it in N processes through Lightning."""
+    from facefd.models.distributed_extraction import check_parallel_options, parallel_options
+
+    parallel = parallel_options(cfg.get("trainer"))
+    check_parallel_options(parallel["devices"], parallel.pop("num_nodes"), parallel["strategy"])
+    return dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, **parallel)
 
 
 def loader_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """Batch size, workers and the bad-image policy of a folder's statistics."""
-    return dict(extract_kwargs(cfg), skip_bad_images=cfg.data.skip_bad_images)
+    """What a folder's statistics read: extraction, the bad-image policy, the seeded sample, the cache."""
+    return dict(extract_kwargs(cfg), skip_bad_images=cfg.data.skip_bad_images, num_samples=cfg.get("num_samples"),
+                seed=cfg.seed, cache_dir=cfg.get("cache_dir"))
+
+
+def write_sample_record(cfg: DictConfig, counts: Optional[dict[str, int]] = None) -> Path:
+    """``sample.json`` in the task's output folder: what ``num_samples`` and ``seed`` drew (the same
+    seeded sample in every task, :func:`facefd.data.images.seeded_sample`), and the images each set used."""
+    from facefd.utils.files import write_json
+
+    record = {"task": cfg.task, "num_samples": cfg.get("num_samples"), "seed": cfg.get("seed"),
+              "sample": "seeded uniform sample without replacement, at most num_samples images per folder",
+              "images": counts or {}}
+    return write_json(out_dir(cfg) / "sample.json", record)
 
 
 def predictor_factory(cfg: DictConfig) -> Optional[Callable[[], Any]]:

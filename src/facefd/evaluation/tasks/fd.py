@@ -38,7 +38,8 @@ def compute(metric: FrechetDistance, a: str | Path, b: str | Path, out: Optional
         b: the second folder or ``.npz``.
         out: a JSON file for the result, or ``None``.
         assume_extractor: read statistics files without a fingerprint as made with ``metric``'s extractor.
-        **loader: batch size, workers, ``skip_bad_images`` and ``max_images`` of the folders' loaders.
+        **loader: batch size, workers, ``skip_bad_images``, ``num_samples``, ``seed``, ``cache_dir`` and the
+            processes of :func:`facefd.evaluation.folder_stats.folder_statistics`.
 
     Returns:
         ``{"fd": float, "n_a": int, "n_b": int, ...}``.
@@ -58,6 +59,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     require(cfg, "a", "b")
     check_sources(cfg.a, cfg.b, cfg.get("out"))
     metric = instantiate(cfg.metric)
-    result = compute(metric, cfg.a, cfg.b, out=cfg.get("out"), max_images=cfg.get("num_samples"), **loader_kwargs(cfg))
+    result = compute(metric, cfg.a, cfg.b, out=cfg.get("out"), **loader_kwargs(cfg))
     print(f"FD = {result['fd']:.6g}  (n_a = {result['n_a']}, n_b = {result['n_b']})")
     return result

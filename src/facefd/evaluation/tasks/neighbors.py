@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from facefd.evaluation.tasks.common import extract_kwargs, out_dir, plain, print_written, require
+from facefd.evaluation.tasks.common import extract_kwargs, out_dir, plain, print_written, require, write_sample_record
 
 
 def run(cfg: DictConfig) -> dict[str, str]:
@@ -14,8 +14,9 @@ def run(cfg: DictConfig) -> dict[str, str]:
     from facefd.models.probe.features import FeatureCache
 
     require(cfg, "queries", "gallery")
-    queries = ImageSet("queries", folder_sample(cfg.queries, skip_bad_images=cfg.data.skip_bad_images))
-    gallery = ImageSet("gallery", folder_sample(cfg.gallery, skip_bad_images=cfg.data.skip_bad_images))
+    num, seed, skip = cfg.get("num_samples"), cfg.seed, cfg.data.skip_bad_images
+    queries = ImageSet("queries", folder_sample(cfg.queries, num, seed, skip_bad_images=skip))
+    gallery = ImageSet("gallery", folder_sample(cfg.gallery, num, seed, skip_bad_images=skip))
     cache = FeatureCache(cfg.cache_dir)
     results = []
     for label, extractor in build_extractors(plain(cfg.extractors)):
@@ -24,4 +25,5 @@ def run(cfg: DictConfig) -> dict[str, str]:
         d, i = knn_search(q, g, cfg.k, cfg.distance, backend=cfg.search_backend)
         results.append(NeighborResult(label, d, i))
     paths = write_neighbors(queries.paths, gallery.paths, results, out_dir(cfg), cfg.distance, cfg.thumb, cfg.grid_rows)
+    paths["sample"] = write_sample_record(cfg, {"queries": len(queries.paths), "gallery": len(gallery.paths)})
     return print_written(paths)

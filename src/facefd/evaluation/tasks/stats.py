@@ -24,7 +24,8 @@ def save_statistics(metric: FrechetDistance, root: str | Path, out: str | Path, 
         root: the image folder.
         out: the ``.npz`` to write.
         format: ``facefd`` (mean/cov with fingerprint) or ``pytorch-fid`` (mu/sigma).
-        **loader: batch size, workers, ``skip_bad_images`` and ``max_images`` of the folder's loader.
+        **loader: batch size, workers, ``skip_bad_images``, ``num_samples``, ``seed``, ``cache_dir`` and the
+            processes of :func:`facefd.evaluation.folder_stats.folder_statistics`.
 
     Returns:
         The written file.
@@ -45,4 +46,4 @@ def run(cfg: DictConfig) -> str:
     check_statistics_source(cfg.data.root)  # before the extractor loads
     check_writable(cfg.out)
     metric = instantiate(cfg.metric)
-    return str(save_statistics(metric, cfg.data.root, cfg.out, max_images=cfg.get("num_samples"), **loader_kwargs(cfg)))
+    return str(save_statistics(metric, cfg.data.root, cfg.out, **loader_kwargs(cfg)))

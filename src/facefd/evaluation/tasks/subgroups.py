@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from facefd.evaluation.tasks.common import extract_kwargs, out_dir, plain, predictor_factory
+from facefd.evaluation.tasks.common import extract_kwargs, out_dir, plain, write_sample_record, predictor_factory
 from facefd.utils.errors import ConfigError
 
 
@@ -19,6 +19,7 @@ def run(cfg: DictConfig) -> list:
                          predictor=predictor_factory(cfg), skip_bad_images=cfg.data.skip_bad_images,
                          extract_kwargs=extract_kwargs(cfg))
     paths = write_subgroups(rows, out_dir(cfg))
+    paths["sample"] = write_sample_record(cfg)
     for r in rows:
         fd = f"{r.fd:.4g}" if r.fd is not None else r.note
         print(f"{r.metric:8s} {r.attribute}: {r.group:24s} FD = {fd}  (n = {r.n_reference} / {r.n_generated}, "

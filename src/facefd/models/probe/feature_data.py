@@ -49,18 +49,20 @@ class ProbeFeatureDataModule(pl.LightningDataModule):
         extra_test_root / extra_test_attributes_file: an independently labelled folder (the FDD paper's
             separate gender test set), evaluated as a second test set named ``extra_test_name``. It may
             label only some of the attributes; the others are ignored there.
+        parallel: ``devices``, ``accelerator``, ``strategy``: extract in several processes through Lightning.
     """
 
     def __init__(self, images: FaceImageDataModule, extractor: nn.Module, cache_dir: str, batch_size: int = 256,
                  num_workers: int = 0, extract_batch_size: int = 64, extract_num_workers: int = 2,
                  device: str = "auto", image_size: Optional[int] = None, extra_test_root: Optional[str] = None,
-                 extra_test_attributes_file: Optional[str] = "auto", extra_test_name: str = "independent") -> None:
+                 extra_test_attributes_file: Optional[str] = "auto", extra_test_name: str = "independent",
+                 parallel: Optional[dict[str, Any]] = None) -> None:
         super().__init__()
         self.images, self.extractor = images, extractor
         self.cache = FeatureCache(cache_dir)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.extract_kwargs: dict[str, Any] = dict(batch_size=extract_batch_size, num_workers=extract_num_workers,
-                                                   device=device, image_size=image_size)
+                                                   device=device, image_size=image_size, **(parallel or {}))
         self.extra_test_root = Path(extra_test_root).expanduser() if extra_test_root else None
         self.extra_test_attributes_file, self.extra_test_name = extra_test_attributes_file, extra_test_name
         self.features: dict[str, torch.Tensor] = {}

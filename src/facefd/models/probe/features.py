@@ -13,7 +13,7 @@ import logging
 import os
 import weakref
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from safetensors.torch import load, save_file
@@ -54,12 +54,50 @@ def input_size_of(extractor: nn.Module, image_size: Optional[int] = None) -> Opt
 @torch.no_grad()
 def extract_features(extractor: nn.Module, paths: Sequence[Path], batch_size: int = 64, num_workers: int = 2,
                      device: Optional[str | torch.device] = "auto", image_size: Optional[int] = None,
-                     desc: str = "features", transform: Optional[IndexedTransform] = None) -> torch.Tensor:
-    """``[N, D]`` float32 features of image files (float [0, 1] input resized to the extractor's input size).
+                     desc: str = "features", transform: Optional[IndexedTransform] = None, devices: int = 1,
+                     accelerator: str = "auto", strategy: str = "auto", num_nodes: int = 1,
+                     sink: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
+    """``[N, D]`` float32 features of image files (float [0, 1] input resized to the extractor's input size):
+    the one road from files to features of every evaluation task and of ``facefd score``.
 
-    ``image_size`` is needed only for a plain ``nn.Module`` without an ``input_size`` attribute;
-    ``transform(image, index)`` alters each image first (benchmark perturbations).
+    Args:
+        extractor: the frozen network.
+        paths: the image files, in the order of the rows.
+        batch_size: images per forward pass (per process).
+        num_workers: data loader workers (per process).
+        device: ``auto``, ``cpu``, ``cuda``... (one process).
+        image_size: needed only for a plain ``nn.Module`` without an ``input_size`` attribute.
+        desc: the progress bar's label.
+        transform: ``transform(image, index)`` alters each image first (benchmark perturbations).
+        devices: more than 1: that many processes through Lightning
+            (:func:`facefd.models.distributed_extraction.extract_features_distributed`).
+        accelerator: with ``devices > 1``: ``gpu``, ``cpu`` or ``auto`` (from ``device``).
+        strategy: with ``devices > 1``: ``auto``, ``ddp`` or ``ddp_spawn`` (spawned from this process).
+        num_nodes: 1.
+        sink: stream the features instead: ``sink(rows)`` gets each batch's rows in order, and nothing is
+            kept (memory stays that of one batch in one process).
+
+    Returns:
+        The features, row ``i`` for ``paths[i]`` (with ``sink``: an empty ``[0, D]`` tensor).
+
+    Example:
+        >>> feats = extract_features(extractor, sorted(Path("faces").glob("*.png")), devices=2)  # doctest: +SKIP
     """
+    if int(devices) > 1 or int(num_nodes) > 1:
+        from facefd.models.distributed_extraction import extract_features_distributed
+
+        if accelerator == "auto" and device not in (None, "auto"):
+            accelerator = "cpu" if torch.device(device).type == "cpu" else "gpu"
+        feats = extract_features_distributed(extractor, paths, int(devices), accelerator, batch_size, num_workers,
+                                             input_size_of(extractor, image_size), transform, desc, strategy,
+                                             int(num_nodes))
+        if sink is None:
+            return feats
+        for start in range(0, len(feats), batch_size):
+            sink(feats[start:start + batch_size])
+        return feats[:0]
+    if accelerator == "cpu" and device in (None, "auto"):
+        device = "cpu"
     dev = resolve_device(device)
     extractor = extractor.to(dev).eval()
     loader = DataLoader(ImageTensors(paths, input_size_of(extractor, image_size), transform), batch_size=batch_size,
@@ -67,7 +105,12 @@ def extract_features(extractor: nn.Module, paths: Sequence[Path], batch_size: in
     out = []
     for batch in tqdm(loader, desc=desc, leave=False):
         feats = by_size(batch, lambda x: extractor(x.to(dev, non_blocking=True)))  # mixed sizes: per size
-        out.append(feats.reshape(feats.shape[0], -1).float().cpu())
+        rows = feats.reshape(feats.shape[0], -1).float()
+        if sink is not None:
+            sink(rows)
+            out = [rows[:0].cpu()]
+        else:
+            out.append(rows.cpu())
     if not out:
         raise ValueError(f"no images to extract features from ({desc})")
     return torch.cat(out)
