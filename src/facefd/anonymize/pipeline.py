@@ -72,11 +72,13 @@ def _from_pretrained(cls: Any, source: str, what: str, local_files_only: Optiona
 
 def load_pipeline(model: str, vae: Optional[str] = None, scheduler: str = "dpmpp_sde_karras", dtype: str = "auto",
                   device: str = "auto", local_files_only: Optional[bool] = None, attention_slicing: bool = False,
-                  vae_slicing: bool = False, cpu_offload: bool = False):
+                  vae_slicing: bool = False, cpu_offload: bool = False, model_revision: Optional[str] = None,
+                  vae_revision: Optional[str] = None):
     """A ``StableDiffusionPipeline`` from a local folder or a hub id, with the named scheduler, fp16 on
     GPU (``dtype=auto``), and the memory options asked for. Hub ids download through diffusers' loader
     and cache unless ``local_files_only=True`` or ``HF_HUB_OFFLINE``/``FACEFD_OFFLINE`` is set
-    (``None``: decided by those switches, as diffusers does)."""
+    (``None``: decided by those switches, as diffusers does); ``model_revision`` / ``vae_revision`` (a
+    commit hash) pin what the hub serves."""
     _need_diffusers()
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
@@ -84,7 +86,10 @@ def load_pipeline(model: str, vae: Optional[str] = None, scheduler: str = "dpmpp
     torch_dtype = (torch.float16 if dev.type == "cuda" else torch.float32) if dtype == "auto" else getattr(torch, dtype)
     kwargs: dict[str, Any] = dict(torch_dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
     if vae:
-        kwargs["vae"] = _from_pretrained(AutoencoderKL, vae, "VAE", local_files_only, torch_dtype=torch_dtype)
+        kwargs["vae"] = _from_pretrained(AutoencoderKL, vae, "VAE", local_files_only, torch_dtype=torch_dtype,
+                                         **({"revision": vae_revision} if vae_revision else {}))
+    if model_revision:
+        kwargs["revision"] = model_revision
     pipe = _from_pretrained(StableDiffusionPipeline, model, "model", local_files_only, **kwargs)
     if scheduler != "default":
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)

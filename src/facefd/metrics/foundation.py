@@ -76,12 +76,12 @@ def pil_resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255).to(images.device)
 
 
-def cached_hub_file(repo_id: str, filename: str, what: str) -> str:
-    """The Hugging Face cache's copy of ``repo_id/filename`` (offline), or one ``error:`` line saying where
-    it was looked for and what to do."""
+def cached_hub_file(repo_id: str, filename: str, what: str, revision: Optional[str] = None) -> str:
+    """The Hugging Face cache's copy of ``repo_id/filename`` (offline; at ``revision`` when one is pinned), or
+    one ``error:`` line saying where it was looked for and what to do."""
     from huggingface_hub import constants, try_to_load_from_cache
 
-    cached = try_to_load_from_cache(repo_id, filename)
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
     if not isinstance(cached, str):
         raise UserError(f"error: {what} ({repo_id}/{filename}) is not in the Hugging Face cache "
                         f"{constants.HF_HUB_CACHE} and the network is off (FACEFD_OFFLINE / HF_HUB_OFFLINE): run once "
@@ -99,6 +99,7 @@ class DINOv2Features(nn.Module):
             ``None``: timm's hub copy of ``vit_large_patch14_dinov2.lvd142m`` (cached by Hugging Face).
         model: the timm architecture (tests use a small one).
         input_size: the side images are resized to (224 as dgm-eval).
+        revision: a hub commit hash that pins the weights (``None``: the hub's main branch).
         **model_kwargs: passed to ``timm.create_model`` (depth, width... for small test models).
 
     Example:
@@ -110,15 +111,18 @@ class DINOv2Features(nn.Module):
     input_dtype = torch.float32
 
     def __init__(self, weights: Optional[str | Path] = None, model: str = DINOV2_MODEL, input_size: int = DINOV2_INPUT,
-                 **model_kwargs: Any) -> None:
+                 revision: Optional[str] = None, **model_kwargs: Any) -> None:
         super().__init__()
         import timm
 
         if weights is None and is_offline():  # the hub's cached copy, read as a local file: no request at all
-            weights = cached_hub_file(f"timm/{model}", "model.safetensors", f"DINOv2 weights (timm's {model})")
+            weights = cached_hub_file(f"timm/{model}", "model.safetensors", f"DINOv2 weights (timm's {model})",
+                                      revision=revision)
         if weights is None:
-            source = timm.create_model(model, pretrained=True, num_classes=0, **model_kwargs)
-            state, origin = source.state_dict(), f"timm:{model} (Hugging Face hub)"
+            hub_id = f"timm/{model}" + (f"@{revision}" if revision else "")
+            source = timm.create_model(model, pretrained=True, num_classes=0,
+                                       pretrained_cfg_overlay={"hf_hub_id": hub_id}, **model_kwargs)
+            state, origin = source.state_dict(), f"timm:{model} (Hugging Face hub {hub_id})"
             del source
         else:
             from facefd.metrics.weight_files import load_state_dict_file

@@ -200,3 +200,45 @@ def test_dinov2_offline_reads_the_hub_cache_or_says_where_it_looked(tiny_dinov2,
     shutil.copy(path, repo / "snapshots" / "abc123" / "model.safetensors")
     extractor = DINOv2Features()  # the cached (here: tiny) file, its size read from it
     assert extractor.num_features == TINY_VIT["embed_dim"] and "model.safetensors" in extractor.card["backbone"]["weights"]
+
+
+def test_dinov2_revision_pins_the_hub_snapshot(tiny_dinov2, tmp_path, monkeypatch):
+    """revision= pins the files: offline, the pinned snapshot of the Hugging Face cache is read (not main's);
+    online, timm's own hub loader is asked for the pinned revision (here with huggingface_hub forced offline,
+    so it answers from the same cache; main's snapshot holds other weights)."""
+    import shutil
+
+    import torch
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    from facefd.utils.errors import UserError
+
+    path, state = tiny_dinov2
+    MAIN, PINNED = "a" * 40, "b" * 40  # commit hashes, as the hub names snapshots
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--timm--vit_large_patch14_dinov2.lvd142m"
+    for rev in (MAIN, PINNED):
+        (repo / "snapshots" / rev).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(MAIN)
+    save_file({k: torch.zeros_like(v) for k, v in state.items()}, str(repo / "snapshots" / MAIN / "model.safetensors"))
+    shutil.copy(path, repo / "snapshots" / PINNED / "model.safetensors")
+
+    monkeypatch.setenv("FACEFD_OFFLINE", "1")
+    pinned = DINOv2Features(revision=PINNED)
+    assert PINNED in pinned.card["backbone"]["weights"]
+    main = DINOv2Features()
+    assert MAIN in main.card["backbone"]["weights"]
+    with pytest.raises(UserError, match="not in the Hugging Face cache"):
+        DINOv2Features(revision="c" * 40)
+
+    monkeypatch.delenv("FACEFD_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    through_timm = DINOv2Features(revision=PINNED, **TINY_VIT)
+    # the pinned snapshot's weights (its position embeddings pass through timm's own 518 px resample first)
+    weights = lambda m: m.net.blocks[1].mlp.fc2.weight  # noqa: E731
+    torch.testing.assert_close(weights(through_timm), weights(pinned))
+    assert not torch.allclose(weights(main), weights(pinned))
+    assert PINNED in through_timm.card["backbone"]["weights"]
