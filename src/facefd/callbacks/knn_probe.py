@@ -32,7 +32,8 @@ class KNNProbe(pl.Callback):
 
     ``baseline=True`` scores the initial network too, before the first step, with its BatchNorm
     statistics recalibrated on the train split (a random network's BN statistics are meaningless, and a
-    trained one's come from augmented crops), logged as epoch -1. At the end of training it writes
+    trained one's come from augmented crops), logged as epoch -1; a run started from released weights
+    (``backbone.weights=``) is scored as loaded, so epoch -1 is what that network scores. At the end of training it writes
     ``learning_curve.{json,png}`` next to the first logger's files and logs one line: initial -> final.
 
     ``extra_methods=["linear"]`` scores the same features with the other method too (``{prefix}/linear_*``),
@@ -171,14 +172,15 @@ class KNNProbe(pl.Callback):
         sets = self._datasets(trainer.datamodule)
         if sets is None:
             return
-        result = self.measure(pl_module, *sets, recalibrate_bn=True)
+        started = bool(getattr(pl_module, "hparams", {}).get("start"))  # released weights keep their own statistics
+        result = self.measure(pl_module, *sets, recalibrate_bn=not started)
         self.history[INITIAL_EPOCH] = dict(result["mean"])
         metrics = self._metrics(result, trainer.datamodule.attribute_names)
         metrics[f"{self.prefix}/majority_acc"] = result["mean"]["majority_acc"]
         for logger in trainer.loggers:  # epoch -1: a row of its own, before any training step
             logger.log_metrics({**metrics, "epoch": INITIAL_EPOCH}, step=0)
-        log.info("initial network (its BatchNorm, if any, recalibrated on the train split): %s %s %.3f", self.method, self.score,
-                 result["mean"][self.score])
+        how = "started from backbone.weights, as loaded" if started else "its BatchNorm, if any, recalibrated on the train split"
+        log.info("initial network (%s): %s %s %.3f", how, self.method, self.score, result["mean"][self.score])
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record_loss(trainer)

@@ -9,7 +9,6 @@ The hub is asked only when the person running facefd names the score; ``FACEFD_O
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from facefd.utils.errors import UserError
-from facefd.utils.weights import is_offline
+from facefd.models.position_embedding import resample_position_embedding as dinov2_position_embedding  # noqa: F401
+from facefd.utils.weights import cached_hub_file, is_offline  # noqa: F401  (re-exported)
 
 #: timm's name of the DINOv2 ViT-L/14 that dgm-eval loads from torch.hub (``dinov2_vitl14``).
 DINOV2_MODEL = "vit_large_patch14_dinov2.lvd142m"
@@ -33,39 +33,6 @@ CLIP_INPUT = 336
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
-def dinov2_position_embedding(pos_embed: torch.Tensor, grid: int, offset: float = DINOV2_INTERPOLATE_OFFSET,
-                              prefix_tokens: int = 1) -> torch.Tensor:
-    """DINOv2's runtime resampling of its learned position embeddings to a ``grid`` x ``grid`` input: bicubic,
-    no antialiasing, by the scale factor ``(grid + offset) / M`` (M x M: the trained grid).
-
-    Args:
-        pos_embed: ``[1, prefix + M*M, D]``.
-        grid: the input's patches per side (16 for 224 px and patch 14).
-        offset: DINOv2's ``interpolate_offset`` (0.1).
-        prefix_tokens: class (and register) tokens before the patch embeddings.
-
-    Returns:
-        ``[1, prefix + grid*grid, D]``.
-
-    Example:
-        >>> dinov2_position_embedding(torch.zeros(1, 1 + 37 * 37, 8), 16).shape
-        torch.Size([1, 257, 8])
-    """
-    prefix, patches = pos_embed[:, :prefix_tokens], pos_embed[:, prefix_tokens:].float()
-    m = int(math.isqrt(patches.shape[1]))
-    if m * m != patches.shape[1]:
-        raise ValueError(f"{patches.shape[1]} patch position embeddings do not form a square grid")
-    if m == grid:
-        return pos_embed
-    dim = patches.shape[-1]
-    scale = (grid + offset) / m
-    resized = F.interpolate(patches.reshape(1, m, m, dim).permute(0, 3, 1, 2), scale_factor=(scale, scale),
-                            mode="bicubic", antialias=False)
-    if resized.shape[-2:] != (grid, grid):
-        raise ValueError(f"resampling {m}x{m} position embeddings gave {tuple(resized.shape[-2:])}, not {grid}x{grid}")
-    return torch.cat([prefix.float(), resized.permute(0, 2, 3, 1).reshape(1, grid * grid, dim)], dim=1).to(pos_embed.dtype)
-
-
 def pil_resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     """Float [0, 1] images back to the uint8 pictures they were read from, resized by PIL (bicubic) as
     torchvision's ``Resize`` on a PIL image does, and returned as float [0, 1] (``ToTensor``)."""
@@ -74,19 +41,6 @@ def pil_resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     arrays = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = [np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)) for a in arrays]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255).to(images.device)
-
-
-def cached_hub_file(repo_id: str, filename: str, what: str, revision: Optional[str] = None) -> str:
-    """The Hugging Face cache's copy of ``repo_id/filename`` (offline; at ``revision`` when one is pinned), or
-    one ``error:`` line saying where it was looked for and what to do."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
-    if not isinstance(cached, str):
-        raise UserError(f"error: {what} ({repo_id}/{filename}) is not in the Hugging Face cache "
-                        f"{constants.HF_HUB_CACHE} and the network is off (FACEFD_OFFLINE / HF_HUB_OFFLINE): run once "
-                        "with the network, or give a local file (dinov2@FILE)")
-    return cached
 
 
 class DINOv2Features(nn.Module):

@@ -61,7 +61,9 @@ TIMM_FACTORIES = frozenset({"timm.create_model", "timm.models.create_model", "ti
 #: facefd's own builders, by the name a spec stores.
 FACEFD_BUILDERS = frozenset({"facefd.models.optim.LARS", "facefd.metrics.extractors.create_random_timm_model"})
 #: timm keyword arguments that read files or the network (``checkpoint_path`` goes through ``torch.load``).
-TIMM_FILE_KWARGS = frozenset({"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"})
+#: facefd's start keys (``weights`` ...) read a file or the hub too: honoured from the runner's config only.
+TIMM_FILE_KWARGS = frozenset({"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir",
+                              "weights", "weights_revision", "weights_key", "restore"})
 
 
 def _is_torch_optimizer(target: str) -> bool:

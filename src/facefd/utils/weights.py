@@ -197,3 +197,16 @@ def _progress_bar(total: Optional[int], name: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}", file=sys.stderr)
+
+
+def cached_hub_file(repo_id: str, filename: str, what: str, revision: Optional[str] = None) -> str:
+    """The Hugging Face cache's copy of ``repo_id/filename`` (offline; at ``revision`` when one is pinned), or
+    one ``error:`` line saying where it was looked for and what to do."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    if not isinstance(cached, str):
+        raise UserError(f"error: {what} ({repo_id}/{filename}) is not in the Hugging Face cache "
+                        f"{constants.HF_HUB_CACHE} and the network is off (FACEFD_OFFLINE / HF_HUB_OFFLINE): run once "
+                        "with the network, or give a local file")
+    return cached

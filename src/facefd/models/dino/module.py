@@ -7,6 +7,7 @@ Lightning still owns devices, precision, accumulation, DDP and checkpointing.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable, Optional, Sequence
 
@@ -25,6 +26,8 @@ from facefd.models.dino.collapse import message as collapse_message
 from facefd.models.dino.loss import DINOLoss, teacher_temperature_schedule
 from facefd.models.dino.schedules import cosine_schedule
 from facefd.models.optim import clip_gradients_per_parameter, regularization_groups
+from facefd.models.pretrained import (RESTORE_CHOICES, StartWeights, StartWeightsError, apply_start, read_start,
+                                      split_start_options)
 from facefd.utils.distributed import destroy_process_group_at_exit
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,10 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
         nonfinite_check_every_n_steps: how often the NaN/inf flag is read on the host (and always at
             the last batch of an epoch, before checkpoints). The reference reads ``loss.item()``
             every step, which stalls the GPU queue; the flag is accumulated on the device instead.
+
+        start: the record of the weights the run started from (set by the module itself when ``backbone``
+            carries start keys: ``weights``, ``weights_revision``, ``weights_key``, ``restore``; see
+            :mod:`facefd.models.pretrained`). Data only: a resumed or loaded checkpoint never re-reads it.
 
     A checkpoint's stored backbone/optimizer specs must be on the allow-list (timm models, torch
     optimizers, facefd builders); to load one that names other code, the caller opts in with
@@ -101,9 +108,15 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
         koleo_weight: float = 0.0,
         centering: str = "ema",
         sinkhorn_iterations: int = 3,
+        start: Optional[dict[str, Any]] = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False, ignore=["backbone", "optimizer", "head"])
+        self.save_hyperparameters(logger=False, ignore=["backbone", "optimizer", "head", "start"])
+        start_options: dict[str, Any] = {}
+        if callable(backbone):  # the runner's own config: backbone.weights=... starts from released weights
+            backbone = partial_from_spec(backbone)
+            keywords, start_options = split_start_options(dict(backbone.keywords))
+            backbone = functools.partial(backbone.func, *backbone.args, **keywords)
         backbone = partial_from_spec(backbone, source="the checkpoint's backbone")
         optimizer = partial_from_spec(optimizer, source="the checkpoint's optimizer")
         self.hparams.backbone = factory_spec(backbone)
@@ -115,6 +128,9 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
         self.student = nn.ModuleDict(
             {"backbone": student_backbone, "head": DINOHead(self.embed_dim, **head_kwargs)}
         )
+        loaded = self._load_start(start_options) if start_options else None
+        #: where the weights started (source, sha256, layout...): data only, never re-read on resume
+        self.hparams.start = loaded.record if loaded is not None else (dict(start) if start else None)
         # A separately built teacher, loaded from the student: never a reference or deep copy of it.
         self.teacher = nn.ModuleDict({"backbone": backbone(), "head": DINOHead(self.embed_dim, **head_kwargs)})
         self.teacher.load_state_dict(self.student.state_dict())
@@ -133,6 +149,8 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
             centering=centering,
             sinkhorn_iterations=sinkhorn_iterations,
         )
+        if loaded is not None and loaded.center is not None and loaded.record.get("restored") == "all":
+            self.criterion.center.copy_(loaded.center.reshape(self.criterion.center.shape))
         self.lr_schedule = self.wd_schedule = self.momentum_schedule = np.zeros(0)
         self._epoch_loss_sum: torch.Tensor | float = 0.0
         self._epoch_loss_count = 0
@@ -161,6 +179,29 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
         output = model["head"](features)
         return (output, features) if return_features else output
 
+    def _load_start(self, options: dict[str, Any]) -> StartWeights:
+        """Load ``backbone.weights`` into the student (the teacher is loaded from it next); with
+        ``backbone.restore=all`` also the DINO head and centre of a training checkpoint."""
+        restore = options.get("restore", "backbone")
+        if restore not in RESTORE_CHOICES:
+            raise StartWeightsError(f"backbone.restore={restore!r}: choose {' or '.join(RESTORE_CHOICES)}")
+        start = read_start(options["weights"], options.get("weights_revision"), options.get("weights_key", "teacher"))
+        record = apply_start(self.student["backbone"], start)
+        if restore == "all":
+            if start.head is None or start.center is None:
+                raise StartWeightsError(f"{record['source']}: backbone.restore=all needs a training checkpoint with a "
+                                        "DINO head and centre (main_dino.py or facefd); this file has a backbone only")
+            head = {k.replace("parametrizations.weight.original0", "weight_g")
+                     .replace("parametrizations.weight.original1", "weight_v"): v for k, v in start.head.items()}
+            try:
+                self.student["head"].load_state_dict(head, strict=True)
+            except RuntimeError as exc:
+                raise StartWeightsError(f"{record['source']}: its DINO head does not fit model.head "
+                                        f"({str(exc).splitlines()[0][:300]})") from None
+        record["restored"] = restore
+        start.record = record
+        return start
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Teacher backbone features (the exported extractor)."""
         return self.teacher["backbone"](images)
@@ -170,6 +211,8 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
         from facefd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
         from facefd.models.extractor import save_extractor
 
+        if self.hparams.get("start"):
+            source = {**(source or {}), "start": self.hparams.start}
         return save_extractor(self.teacher["backbone"], self.hparams.backbone, path, self.embed_dim,
                               self.hparams.input_size, IMAGENET_MEAN, IMAGENET_STD, source=source)
 
