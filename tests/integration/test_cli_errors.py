@@ -92,11 +92,17 @@ def _images(folder, n=3, broken=False):
 @pytest.mark.parametrize("entry,expected", [
     ("fdd", "needs its weights file: fdd@FILE"),
     ("fid:FILE", "unknown extractor 'fid:FILE'; accepted: fdd@FILE"),
-    ("timm:resnet18", "needs its weights file: timm:resnet18@FILE"),
+    ("dino_imagenet", "needs its weights file: dino_imagenet@FILE"),
+    ("timm:resnet18", "timm/resnet18.a1_in1k/model.safetensors) is not in the Hugging Face cache"),
     ("random:resnet-18", "'resnet-18' is not a timm model"),
 ])
-def test_extractor_mistakes_are_one_line_before_anything_loads(tmp_path, capsys, entry, expected):
+def test_extractor_mistakes_are_one_line_before_anything_loads(tmp_path, capsys, monkeypatch, entry, expected):
+    from huggingface_hub import constants
+
     from facefd.cli import fd_main
+
+    monkeypatch.setenv("FACEFD_OFFLINE", "1")  # timm:NAME without a file is timm's hub copy: offline, the cache
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty_hub"))
 
     a, b = _images(tmp_path / "a"), _images(tmp_path / "b")
     with pytest.raises(SystemExit) as info:

@@ -13,6 +13,7 @@ from facefd.metrics.extractors import inception_extractor, timm_extractor
 from facefd.metrics.stats import GaussianStats
 from facefd.models.backbone import factory_spec
 from facefd.models.extractor import save_extractor
+from facefd.utils.errors import UserError
 from runs import run_script
 
 
@@ -76,11 +77,15 @@ def test_stats_file_from_another_extractor_is_refused(tmp_path, extractor_path):
     assert proc.returncode != 0 and "another extractor" in proc.stderr
 
 
-def test_offline_extractor_errors_name_the_missing_file(tmp_path):
+def test_offline_extractor_errors_name_the_missing_file(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
     with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05-6726825d.pth"):
         inception_extractor(tmp_path / "nope.pth")
-    with pytest.raises(ValueError, match="needs local weights"):
-        timm_extractor("resnet18")
+    monkeypatch.setenv("FACEFD_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(UserError, match=r"timm/resnet18.a1_in1k/model.safetensors\) is not in the Hugging Face cache"):
+        timm_extractor("resnet18")  # no file: timm's hub copy, here offline and not cached
     with pytest.raises(FileNotFoundError, match="not found"):
         timm_extractor("resnet18", weights_path=tmp_path / "missing.safetensors")
 

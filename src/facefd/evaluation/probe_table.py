@@ -101,6 +101,10 @@ def run_probe_table(images: Callable[[], FaceImageDataModule], extractors: Seque
     return results
 
 
+#: The FDD paper's names of its Table 1 feature spaces.
+TABLE1_NAMES = {"fid": "Inception", "inception": "Inception", "dino_imagenet": "DINO(I)", "fdd": "DINO(F)"}
+
+
 def table_rows(results: Sequence[ProbeResult], extra_test_name: str = "independent") -> tuple[list[str], list[list[str]]]:
     """Header and rows of the Table-1 layout, accuracy in % with one decimal."""
     attrs = list(dict.fromkeys(a for r in results for a in r.accuracy))
@@ -108,7 +112,7 @@ def table_rows(results: Sequence[ProbeResult], extra_test_name: str = "independe
     header = ["extractor", "head", *attrs, *(f"{a} ({extra_test_name})" for a in extra)]
     rows = []
     for r in results:
-        cells = [r.extractor, r.head]
+        cells = [TABLE1_NAMES.get(r.extractor, r.extractor), r.head]
         cells += [f"{100 * r.accuracy[a]:.1f}" if a in r.accuracy else "" for a in attrs]
         cells += [f"{100 * r.extra_accuracy[a]:.1f}" if a in r.extra_accuracy else "" for a in extra]
         rows.append(cells)

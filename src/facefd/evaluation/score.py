@@ -171,7 +171,7 @@ def open_sources(a: str | Path, b: str | Path, requests: Sequence[ScoreRequest],
     for side, path in (("A", Path(a)), ("B", Path(b))):
         if path.suffix == ".npz":
             if not path.is_file():
-                raise UserError(f"error: {path}: statistics file not found")
+                raise UserError(f"{path}: statistics file not found")
             need = [r.score for r in requests if r.needs == "features" or (r.needs == "generated" and side == "B")]
             if need:
                 raise UserError(f"{path}: a statistics file holds a mean and covariance, but {', '.join(need)} "
@@ -371,7 +371,7 @@ def score_folders(a: str | Path, b: str | Path, metrics: str, weights: Optional[
     if ci is not None and not 0 < ci < 1:
         raise UserError(f"--ci {ci}: give a confidence between 0 and 1, e.g. 0.95")
     if json_path is not None and Path(json_path).is_dir():
-        raise UserError(f"error: --json {json_path} is a folder; give a file name")
+        raise UserError(f"--json {json_path} is a folder; give a file name")
     src_a, src_b = open_sources(a, b, requests, num_samples, seed, skip_bad_images)
     if json_path is not None:  # the JSON's folder (and the identity pairs PNG beside it), made before any work
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

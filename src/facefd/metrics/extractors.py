@@ -150,18 +150,22 @@ def _torch_fidelity_loads(tfi: Any, state: dict[str, torch.Tensor]) -> Iterator[
 
 def timm_extractor(model_name: str, weights_path: Optional[str | Path] = None, random_init: bool = False,
                    input_size: Optional[int] = None, seed: int = 0) -> FeatureExtractor:
-    """Any timm model's pooled features, with weights from a local file (``.safetensors``/``.pth``).
+    """Any timm model's pooled features, with weights from a local file (``.safetensors``/``.pth``), or
+    without one timm's hub copy (``timm:NAME``, fetched through timm's loader and cache; offline: the cache).
 
     ``random_init=True`` keeps random weights on purpose (the "random network" FD of StyleGAN-XL),
     drawn from ``seed`` so that the same name gives the same network.
     """
     import timm
 
-    if weights_path is None and not random_init:
-        raise ValueError(f"timm model {model_name!r} needs local weights: weights_path=<file> "
-                         "(or random_init=true for a randomly initialised network)")
     kwargs = {"num_classes": 0}
-    if weights_path is not None:
+    if weights_path is None and not random_init:  # timm's hub copy, through timm's loader and cache
+        from facefd.models.pretrained import apply_start, read_start
+
+        start = read_start(f"timm:{model_name}")
+        model = timm.create_model(model_name, pretrained=False, **kwargs)
+        source = apply_start(model, start)["sha256"]
+    elif weights_path is not None:
         path = Path(weights_path).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"weights file {path} for timm model {model_name!r} not found")
@@ -206,7 +210,8 @@ def fdd_extractor(path: str | Path, trust_code: Optional[bool] = None) -> Featur
 
 
 EXTRACTOR_NAMES = ("fdd@FILE, inception (or fid) with or without @FILE, dinov2 with or without @FILE, clip with or "
-                   "without @MODEL_OR_FOLDER, identity, timm:MODEL@FILE, random:MODEL, or {_target_: ...}")
+                   "without @MODEL_OR_FOLDER, identity, dino_imagenet@FILE, timm:MODEL with or without @FILE, "
+                   "random:MODEL, or {_target_: ...}")
 
 
 class ExtractorSpecError(UserError, ValueError):
@@ -232,15 +237,15 @@ def check_extractor_entry(entry: Any) -> None:
     kind, _, model = name.partition(":")
     if name in ("inception", "fid", "dinov2", "clip", "identity"):
         return
-    if name == "fdd" or (kind == "timm" and model):
+    if name in ("fdd", "dino_imagenet"):
         if not path:
             raise ExtractorSpecError(f"extractor {entry!r} needs its weights file: {name}@FILE (accepted: {EXTRACTOR_NAMES})")
-    elif not (kind == "random" and model):
+    elif not (kind in ("random", "timm") and model):
         raise ExtractorSpecError(f"unknown extractor {entry!r}; accepted: {EXTRACTOR_NAMES}")
     if model:
         import timm
 
-        if not timm.is_model(model):
+        if not timm.is_model(model) and not timm.is_model(model.split(".")[0]):
             pattern = model.split("_")[0].split("-")[0]
             raise ExtractorSpecError(f"extractor {entry!r}: {model!r} is not a timm model "
                                      f"(timm.list_models('{pattern}*') lists them)")
@@ -250,9 +255,9 @@ def build_extractor(name: Any, path: Optional[str | Path] = None, input_size: Op
     """An extractor by short name, as the command line spells it (``probe.extractor=fdd``).
 
     ``fdd`` (the DINO-faces file written by train.py), ``inception`` (FID's network: a local weights file,
-    or without one the standard file fetched and verified),
-    ``timm:<model>`` (local weights), ``random:<model>`` (random timm weights), an ``nn.Module``, or a
-    config with ``_target_`` (any module of yours).
+    or without one the standard file fetched and verified), ``dino_imagenet`` (DINO(I): a reference DINO
+    checkpoint with the reference's evaluation crop), ``timm:<model>`` (local weights, or timm's hub copy),
+    ``random:<model>`` (random timm weights), an ``nn.Module``, or a config with ``_target_`` (any module of yours).
 
     Args:
         name: the short name, a module, or a ``{_target_: ...}`` mapping.
@@ -299,9 +304,13 @@ def build_extractor(name: Any, path: Optional[str | Path] = None, input_size: Op
         from facefd.metrics.foundation import CLIP_MODEL, CLIPImageEmbedder
 
         return CLIPImageEmbedder(str(path) if path else CLIP_MODEL)
+    if name == "dino_imagenet":  # DINO(I): a reference DINO checkpoint, the reference's evaluation crop
+        from facefd.metrics.dino_imagenet import DINOImageNetFeatures
+
+        return DINOImageNetFeatures(need_path())
     kind, _, model_name = name.partition(":")
-    if kind == "timm" and model_name:
-        return timm_extractor(model_name, need_path(), input_size=input_size)
+    if kind == "timm" and model_name:  # no file: timm's hub copy
+        return timm_extractor(model_name, path, input_size=input_size)
     if kind == "random" and model_name:
         return timm_extractor(model_name, random_init=True, input_size=input_size)
     check_extractor_entry(name)  # a timm name that does not exist: one line, not timm's RuntimeError
@@ -309,7 +318,7 @@ def build_extractor(name: Any, path: Optional[str | Path] = None, input_size: Op
 
 
 #: Display names of the extractors whose Fréchet distance has a name of its own.
-METRIC_NAMES = {"fdd": "FDD", "inception": "FID", "fid": "FID", "dinov2": "FD_DINOv2"}
+METRIC_NAMES = {"fdd": "FDD", "inception": "FID", "fid": "FID", "dinov2": "FD_DINOv2", "dino_imagenet": "FD_DINO(I)"}
 
 
 def parse_extractor_entry(entry: Any) -> tuple[str, Any, Optional[str]]:

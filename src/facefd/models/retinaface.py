@@ -168,7 +168,7 @@ class RetinaFaceDetector:
         if isinstance(weights, (str, Path)):
             path = Path(weights)
             if not path.is_file():
-                raise UserError(f"error: {path}: RetinaFace weights file not found")
+                raise UserError(f"{path}: RetinaFace weights file not found")
             weights = path.read_bytes()
         self.model_bytes = weights if weights is not None else default_weights()
         options = onnxruntime.SessionOptions()

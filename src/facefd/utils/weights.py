@@ -206,7 +206,7 @@ def cached_hub_file(repo_id: str, filename: str, what: str, revision: Optional[s
 
     cached = try_to_load_from_cache(repo_id, filename, revision=revision)
     if not isinstance(cached, str):
-        raise UserError(f"error: {what} ({repo_id}/{filename}) is not in the Hugging Face cache "
+        raise UserError(f"{what} ({repo_id}/{filename}) is not in the Hugging Face cache "
                         f"{constants.HF_HUB_CACHE} and the network is off (FACEFD_OFFLINE / HF_HUB_OFFLINE): run once "
                         "with the network, or give a local file")
     return cached

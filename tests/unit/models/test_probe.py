@@ -291,7 +291,7 @@ def test_build_extractor_by_name(monkeypatch):
     module = PooledPixels()
     assert build_extractor(module) is module
     assert isinstance(build_extractor({"_target_": "helpers.PooledPixels"}), PooledPixels)
-    for name in ("fdd", "timm:resnet50"):  # inception without a file fetches the standard weights
+    for name in ("fdd", "dino_imagenet"):  # inception and timm: without a file fetch the standard weights
         with pytest.raises(ValueError, match="needs a weights file"):
             build_extractor(name)
     with pytest.raises(FileNotFoundError, match="pt_inception"):
