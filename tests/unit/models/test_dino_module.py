@@ -56,6 +56,19 @@ def test_last_layer_frozen_during_first_epoch(freeze, expect_frozen):
     assert not torch.equal(m.student["head"].mlp[0].weight.detach(), mlp0)  # the rest trains
 
 
+def test_backbone_frozen_for_the_first_epochs_of_a_warm_start():
+    """freeze_backbone_epochs=1: after an epoch the student backbone's weights are the start's, the head moved;
+    the next epoch moves the backbone."""
+    m = tiny_module(freeze_last_layer=0, freeze_backbone_epochs=1)
+    weights = lambda: [p.detach().clone() for p in m.student["backbone"].parameters()]  # noqa: E731
+    start, head0 = weights(), m.student["head"].mlp[0].weight.detach().clone()
+    fit(m, 2)
+    assert all(torch.equal(a, b) for a, b in zip(weights(), start))
+    assert not torch.equal(m.student["head"].mlp[0].weight.detach(), head0)
+    fit(m, 2, max_epochs=2)
+    assert not all(torch.equal(a, b) for a, b in zip(weights(), start))
+
+
 def test_center_updates_once_per_optimizer_step_under_accumulation():
     m = tiny_module()
     pending_at_apply = []

@@ -61,6 +61,9 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
             the last batch of an epoch, before checkpoints). The reference reads ``loss.item()``
             every step, which stalls the GPU queue; the flag is accumulated on the device instead.
 
+        freeze_backbone_epochs: epochs in which the student backbone's weights do not move (its BatchNorm
+            statistics still adapt): a run started from released weights trains its new head on them first,
+            instead of letting a random head's gradients rewrite the backbone.
         start: the record of the weights the run started from (set by the module itself when ``backbone``
             carries start keys: ``weights``, ``weights_revision``, ``weights_key``, ``restore``; see
             :mod:`facefd.models.pretrained`). Data only: a resumed or loaded checkpoint never re-reads it.
@@ -98,6 +101,7 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
         center_momentum: float = 0.9,
         clip_grad: float = 3.0,
         freeze_last_layer: int = 1,
+        freeze_backbone_epochs: int = 0,
         student_drop_path_rate: float = 0.0,
         collapse_tolerance: float = 0.01,
         collapse_patience_epochs: int = 3,
@@ -367,6 +371,9 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
             clip_gradients_per_parameter(self.student.parameters(), self.hparams.clip_grad)
         if self.current_epoch < self.hparams.freeze_last_layer:
             for p in self.student["head"].last_layer.parameters():
+                p.grad = None
+        if self.current_epoch < self.hparams.get("freeze_backbone_epochs", 0):  # a warm start's head learns first
+            for p in self.student["backbone"].parameters():
                 p.grad = None
 
     @torch.no_grad()
