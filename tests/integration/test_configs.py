@@ -51,13 +51,21 @@ def test_trainer_configs_compose(tmp_path, trainer):
         assert cfg.trainer.num_nodes == 2 and cfg.trainer.devices == 8
 
 
-def test_precision_auto():
-    assert resolve_precision("auto", "cpu") == "32-true"
-    assert resolve_precision("16-mixed", "gpu") == "16-mixed"
+@pytest.mark.parametrize("cuda,bf16,accelerator,expected", [
+    (True, True, "gpu", "bf16-mixed"),      # a bf16 GPU: bf16-mixed, whatever the CPU
+    (True, True, "auto", "bf16-mixed"),     # auto picks the GPU
+    (True, False, "gpu", "32-true"),        # a GPU without bf16 (V100): fp32, never fp16 (DINO's loss overflows)
+    (True, True, "cpu", "32-true"),         # the CPU asked for on a GPU machine (plain auto: never bf16 on the CPU)
+    (False, False, "auto", "32-true"),      # no GPU
+])
+def test_precision_auto(monkeypatch, cuda, bf16, accelerator, expected):
+    """The GPU branch runs without a GPU: torch.cuda's probes answer as the machine in each row would."""
     import torch
-    expected = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-    assert resolve_precision("auto", "gpu") == expected
-    assert resolve_precision("auto-bf16", "gpu") == expected
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert resolve_precision("auto", accelerator) == expected
+    assert resolve_precision("16-mixed", accelerator) == "16-mixed"  # an explicit choice is kept
 
 
 @pytest.mark.parametrize("native", [True, False])

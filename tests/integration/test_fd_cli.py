@@ -52,11 +52,10 @@ def test_stats_and_fd_tasks(tmp_path, extractor_path):
     # independent check: features of each image, one by one, through the extractor; numpy statistics
     ext = load_extractor(extractor_path)
 
-    def feats(folder):
-        from facefd.data.tensors import ImageTensors
-        from facefd.data import list_images
-        ds = ImageTensors(list_images(folder), 32)
-        return np.stack([ext(ds[i][None]).double().numpy()[0] for i in range(len(ds))])
+    def feats(folder):  # PIL decoding and torch's resize, not facefd's loaders
+        from references import pil_pixels
+
+        return np.stack([ext(pil_pixels(f, 32)[None]).double().numpy()[0] for f in sorted(folder.glob("*.png"))])
 
     fa, fb = feats(a), feats(b)
     want = frechet_distance(fa.mean(0), np.cov(fa, rowvar=False), fb.mean(0), np.cov(fb, rowvar=False))

@@ -59,3 +59,18 @@ def reference_cmmd(x, y, sigma=10.0, scale=1000.0):
         return np.exp(-gamma * d2).mean()
 
     return scale * (k(x, x) + k(y, y) - 2 * k(x, y))
+
+
+def pil_pixels(path, size=None):
+    """An image file as an independent reader sees it: PIL's RGB decoding as float [0, 1] ``[3, H, W]``, resized
+    (when ``size`` is given) with torch's antialiased bilinear interpolation to ``size x size`` -- the resize
+    facefd documents for its extractors' inputs, written here without facefd's loaders."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    x = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    if size and tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return x

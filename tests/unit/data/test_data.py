@@ -149,6 +149,30 @@ def test_sampler_shuffles_per_epoch_and_shards():
     assert [i for i, _ in e0] != [i for i, _ in e1]
 
 
+def test_sampler_shards_between_processes(monkeypatch):
+    """Under DDP (2 processes, faked through torch.distributed's probes) each rank gets its own half of the
+    epoch's permutation — torch.randperm(N) seeded with seed + epoch, rank r taking every 2nd index from r, as
+    torch's DistributedSampler documents — disjoint, together every index once, each tagged with its epoch."""
+    import torch
+    import torch.distributed as dist
+
+    data = list(range(10))
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a: 2)
+    for epoch in (0, 3):
+        perm = torch.randperm(10, generator=torch.Generator().manual_seed(1 + epoch)).tolist()
+        shards = []
+        for rank in (0, 1):
+            monkeypatch.setattr(dist, "get_rank", lambda *a, r=rank: r)
+            sampler = SeededEpochSampler(data, seed=1)
+            sampler.set_epoch(epoch)
+            pairs = list(sampler)
+            assert {e for _, e in pairs} == {epoch} and len(sampler) == 5
+            shards.append([i for i, _ in pairs])
+            assert shards[-1] == perm[rank::2]
+        assert not set(shards[0]) & set(shards[1]) and sorted(shards[0] + shards[1]) == data
+
+
 def test_sample_set_has_people_with_several_views(sample_root):
     """identity_CelebA.txt: 5 consecutive views per person; what belongs to the person (sex, age, hair,
     skin, facial hair, fringe) is the same in every view, expression and hat vary; no person is in two splits."""

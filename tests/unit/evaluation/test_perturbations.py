@@ -87,6 +87,23 @@ def test_center_zoom_stretches_the_middle():
     assert (y[0, w // 2] - expected).abs()[4:-4].max() < 0.02
 
 
+def test_center_zoom_equals_pils_centre_crop_and_resize():
+    """Random pixels (so a zoom a few % off, or a crop shifted by one pixel, changes most values): PIL crops the
+    central 1/factor of each side (rounded, centred as (size - crop) // 2) and resizes it back with bilinear
+    interpolation, channel by channel in float mode."""
+    import numpy as np
+    from PIL import Image
+
+    image = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(3))
+    for factor in (1.5, 2.0):
+        got = P.CenterZoom(factor)(image, _gen())
+        ch, cw = round(48 / factor), round(64 / factor)
+        top, left = (48 - ch) // 2, (64 - cw) // 2
+        want = [np.asarray(Image.fromarray(c.numpy(), mode="F").crop((left, top, left + cw, top + ch))
+                           .resize((64, 48), Image.BILINEAR)) for c in image]
+        np.testing.assert_allclose(got.numpy(), np.stack(want), atol=1e-4)
+
+
 def test_color_jitter_brightness_scales_every_pixel_by_one_factor():
     x = _image() * 0.5
     y = P.ColorJitter(brightness=0.4, contrast=0.0, saturation=0.0, hue=0.0)(x, _gen(5))

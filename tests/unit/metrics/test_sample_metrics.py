@@ -67,6 +67,24 @@ def test_kid_equals_brute_force_mmd():
 
 
 
+def test_kid_subsets_are_independent_draws():
+    """Subsets of 20 of 60: the spread over subsets is the spread numpy finds over its own random subsets of
+    the same features (not 0, as it would be if every subset were the same draw), and the mean over 300
+    subsets is the full-set unbiased MMD² within three standard errors (each pair is equally likely in a subset)."""
+    rng = np.random.default_rng(2)
+    metric = FrechetDistance(LinearFeatures(), reservoir_size=100)
+    stream(metric, rng.normal(size=(60, 6)), True)
+    stream(metric, rng.normal(size=(60, 6)) * 1.2 + 0.5, False)
+    real, fake = metric.features(True).double(), metric.features(False).double()
+    out = metric.compute_kid(subsets=300, subset_size=20, seed=0)
+    draws = np.random.default_rng(7)
+    values = [float(polynomial_mmd2_unbiased(real[draws.choice(60, 20, replace=False)],
+                                             fake[draws.choice(60, 20, replace=False)])) for _ in range(2000)]
+    assert out["kid_std"] == pytest.approx(np.std(values), rel=0.15)
+    full = float(polynomial_mmd2_unbiased(real, fake))
+    assert abs(out["kid_mean"] - full) < 3 * out["kid_std"] / np.sqrt(300)
+
+
 def test_prdc_equals_brute_force():
     rng = np.random.default_rng(1)
     real, fake = rng.normal(size=(50, 6)), rng.normal(size=(40, 6)) * 1.3 + 0.4
@@ -105,6 +123,32 @@ def test_bootstrap_interval_covers_the_estimate_and_shrinks_with_n():
         assert ci["low"] < ci["fd"] < ci["high"]
         widths.append(ci["high"] - ci["low"])
     assert widths[1] < widths[0] / 2  # ~1/sqrt(N)
+
+
+def test_bootstrap_resamples_both_sets():
+    """50 real against 4000 generated samples: the interval's width comes mostly from the small real set. A
+    numpy bootstrap that resamples both sets (scipy's sqrtm in the distance) gives the reference width; an
+    interval that resampled the generated set alone would be several times narrower."""
+    import scipy.linalg
+
+    real, fake, _ = gaussians(5, 50, 4000)
+    m = FrechetDistance(Width8(), reservoir_size=4000)
+    stream(m, real, True)
+    stream(m, fake, False, chunk=500)
+    ci = m.compute_ci(n_boot=300, alpha=0.1, seed=0)
+
+    def fd(a, b):
+        ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        covmean = scipy.linalg.sqrtm(ca @ cb).real
+        return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * covmean))
+
+    rng = np.random.default_rng(11)
+    both = [fd(real[rng.integers(0, 50, 50)], fake[rng.integers(0, 4000, 4000)]) for _ in range(300)]
+    fake_only = [fd(real, fake[rng.integers(0, 4000, 4000)]) for _ in range(300)]
+    width = ci["high"] - ci["low"]
+    want = np.quantile(both, 0.95) - np.quantile(both, 0.05)
+    assert width == pytest.approx(want, rel=0.25)
+    assert width > 3 * (np.quantile(fake_only, 0.95) - np.quantile(fake_only, 0.05))
 
 
 class Width32(LinearFeatures):

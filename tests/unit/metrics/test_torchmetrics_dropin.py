@@ -144,20 +144,18 @@ def test_every_extractor_takes_a_folder_of_mixed_sizes(tmp_path, fid_weights):
     extractors = {"fid": fid, "fdd": fdd, "random": timm_extractor("test_resnet", random_init=True, input_size=32),
                   "custom": TinyNet()}
     paths = list_images(folder)
-    from facefd.data.tensors import ImageTensors
+    from references import pil_pixels  # PIL decoding and torch's resize: not facefd's ImageTensors
 
     for name, ext in extractors.items():
         feats = extract_features(ext, paths, batch_size=4, num_workers=0, device="cpu",
                                  image_size=24 if name == "custom" else None)
         # one image at a time (no batching, so no stacking) is the reference
         size = getattr(ext, "input_size", None) if name != "fid" else None
-        one_by_one = torch.cat([ext(ImageTensors(paths, size if name != "custom" else 24)[i][None]).float()
-                                for i in range(len(paths))])
+        one_by_one = torch.cat([ext(pil_pixels(p, size if name != "custom" else 24)[None]).float() for p in paths])
         torch.testing.assert_close(feats, one_by_one.reshape(len(paths), -1), rtol=1e-4, atol=1e-5, msg=name)
         metric = FrechetDistance(ext, normalize=True, num_features=feats.shape[1], input_img_size=(3, 24, 24))
         stats = folder_statistics(metric, folder, batch_size=4, num_workers=0)
-        native = ImageTensors(paths, getattr(ext, "input_size", None))  # what the folder API feeds
-        want = torch.cat([ext(native[i][None]).float() for i in range(len(paths))]).double()
+        want = torch.cat([ext(pil_pixels(p, getattr(ext, "input_size", None))[None]).float() for p in paths]).double()
         assert stats.count == len(paths)
         torch.testing.assert_close(stats.mean, want.mean(0), rtol=1e-4, atol=1e-5, msg=name)
         torch.testing.assert_close(stats.cov, torch.cov(want.T), rtol=1e-3, atol=1e-6, msg=name)

@@ -103,3 +103,59 @@ def test_global_norm_clipping_is_refused():
     m = tiny_module()
     with pytest.raises(ValueError, match="model.clip_grad"):
         fit(m, 1, gradient_clip_val=1.0)
+
+
+def reference_cosine(base, final, epochs, niter, warmup_epochs=0, start=0.0):
+    """DINO's utils.cosine_scheduler as its paper's code writes it: linear warm-up, then a half cosine."""
+    import numpy as np
+
+    warm = np.linspace(start, base, warmup_epochs * niter)
+    iters = np.arange(epochs * niter - warmup_epochs * niter)
+    return np.concatenate((warm, final + 0.5 * (base - final) * (1 + np.cos(np.pi * iters / len(iters)))))
+
+
+class StepRecorder(pl.Callback):
+    """At each optimizer step: gradient norms before clipping, and after the update the groups' LR and weight
+    decay, each parameter's group, and the clipped gradients the step used."""
+
+    def __init__(self):
+        self.raw, self.steps = [], []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.raw.append({n: float(p.grad.norm()) for n, p in pl_module.student.named_parameters() if p.grad is not None})
+
+    def on_train_start(self, trainer, pl_module):
+        optimizer = trainer.optimizers[0]
+        names = {id(p): n for n, p in pl_module.student.named_parameters()}
+
+        def after_step(opt, args, kwargs):
+            self.steps.append({
+                "groups": [(g["lr"], g["weight_decay"], [names[id(p)] for p in g["params"]]) for g in opt.param_groups],
+                "clipped": {names[id(p)]: float(p.grad.norm()) for g in opt.param_groups for p in g["params"]
+                            if p.grad is not None}})
+
+        optimizer.register_step_post_hook(after_step)
+
+
+def test_every_step_uses_the_scheduled_lr_and_decay_spares_biases_and_norms_and_clips_each_parameter():
+    """Six optimizer steps (2 epochs x 3 batches, 1 warm-up epoch): each step's LR and weight decay equal DINO's
+    cosine schedules computed here, biases and norm parameters are never decayed, and every parameter's
+    gradient is clipped to 0.05 on its own (the global norm would leave some above it)."""
+    m = tiny_module(min_lr=1e-5, warmup_epochs=1, weight_decay_end=0.4, clip_grad=0.05, freeze_last_layer=0)
+    recorder = StepRecorder()
+    fit(m, 3, max_epochs=2, callbacks=[recorder])
+    base = 5e-3 * 4 / 256
+    lrs = reference_cosine(base, 1e-5, 2, 3, warmup_epochs=1)
+    wds = reference_cosine(0.04, 0.4, 2, 3)
+    assert len(recorder.steps) == 6
+    for step, lr, wd, raw in zip(recorder.steps, lrs, wds, recorder.raw):
+        decayed, plain = step["groups"]
+        assert decayed[0] == pytest.approx(lr, rel=1e-9) and plain[0] == pytest.approx(lr, rel=1e-9)
+        assert decayed[1] == pytest.approx(wd, rel=1e-9) and plain[1] == 0.0
+        assert all(dict(m.student.named_parameters())[n].ndim > 1 for n in decayed[2])
+        assert all(dict(m.student.named_parameters())[n].ndim <= 1 for n in plain[2])
+        assert all(norm <= 0.05 * (1 + 1e-4) for norm in step["clipped"].values())
+        for name, norm in raw.items():  # unclipped where already small, scaled to 0.05 where not
+            want = norm if norm <= 0.05 else 0.05
+            assert step["clipped"][name] == pytest.approx(want, rel=1e-3, abs=1e-8)
+    assert sum(norm > 0.05 for raw in recorder.raw for norm in raw.values()) > 10  # clipping had work to do

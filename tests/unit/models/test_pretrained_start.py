@@ -223,3 +223,5 @@ def test_backbone_weights_from_the_command_line(tmp_path, sample_root):
     run = instantiate(cfg.model).eval()
     with torch.no_grad():
         torch.testing.assert_close(run(IMAGES), net(IMAGES), rtol=1e-5, atol=1e-5)
+    default = instantiate(compose_train(tmp_path, ["backbone.model_name=resnet18"], sample_root).model)
+    assert default.hparams.start is None  # weights: null (with weights_key and restore set) is no start
