@@ -133,3 +133,51 @@ def test_extra_linear_probe_and_cached_images_give_the_streamed_numbers(sample_r
               if 0 < val_y[:, j].sum() < len(val_y)]
     assert got["linear_auroc"] == pytest.approx(float(np.mean(aurocs)), abs=1e-5)
     assert len(train_y) > len(val_y) > 0
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_epoch_minus_one_recalibrates_batchnorm_unless_the_run_started_from_weights(sample_root, started):
+    """A network with BatchNorm statistics that mean nothing (a random network's): the epoch -1 measurement sees
+    them replaced by the bank images' own per-channel mean and unbiased variance (computed here with numpy over
+    the train split, one batch holding it all), and restored afterwards. A run started from released weights
+    (hparams.start) is measured with its own statistics."""
+    from types import SimpleNamespace
+
+    import lightning.pytorch as pl
+
+    from facefd.callbacks import KNNProbe
+    from facefd.data import SampleFacesDataModule
+    from facefd.data.transforms import EvalTransform
+
+    class WithBN(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.bn = torch.nn.BatchNorm2d(3)
+            self.bn.running_mean.fill_(5.0)
+            self.bn.running_var.fill_(0.01)
+            self.hparams.start = {"source": "weights.pth"} if started else None
+            self.seen = []
+            self.bn.register_forward_hook(lambda m, i, o: self.seen.append(
+                (m.running_mean.clone(), m.running_var.clone())) if not m.training else None)
+
+        def forward(self, x):
+            return torch.nn.functional.avg_pool2d(self.bn(x), 8).flatten(1)
+
+    dm = SampleFacesDataModule(str(sample_root), num_images=120, image_size=32, eval_transform=EvalTransform(32),
+                               batch_size=8, num_workers=0)
+    dm.setup()
+    net = WithBN()
+    probe = KNNProbe(batch_size=1000, num_workers=0)
+    trainer = SimpleNamespace(datamodule=dm, loggers=[], current_epoch=0, precision="32-true")
+    probe.on_train_start(trainer, net)
+    bank = np.stack([dm.eval_transform(Image.open(p).convert("RGB")).numpy() for p in dm.splits["train"]])
+    want_mean = bank.mean(axis=(0, 2, 3))
+    want_var = bank.transpose(1, 0, 2, 3).reshape(3, -1).var(axis=1, ddof=1)
+    mean, var = net.seen[0]
+    if started:
+        assert torch.all(mean == 5.0) and torch.all(var == 0.01)
+    else:
+        np.testing.assert_allclose(mean.numpy(), want_mean, rtol=1e-5)
+        np.testing.assert_allclose(var.numpy(), want_var, rtol=1e-4)
+    assert torch.all(net.bn.running_mean == 5.0) and torch.all(net.bn.running_var == 0.01)  # restored
+    assert probe.history[-1]["auroc"] > 0
