@@ -15,7 +15,7 @@ def random_spd(rng, d, n=None):
     return np.cov(x, rowvar=False)
 
 
-@pytest.mark.parametrize("d", [8, 64, 256])
+@pytest.mark.parametrize("d", [8, 64, 256, 257, 600])  # above 256 the triangular products run blockwise
 def test_agrees_with_scipy_sqrtm_on_well_conditioned_inputs(d):
     rng = np.random.default_rng(d)
     mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
@@ -72,3 +72,10 @@ def test_bad_inputs_are_clear_errors():
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
     with pytest.raises(ValueError, match="NaN"):
         frechet_distance(np.array([np.nan, 0.0]), np.eye(2), np.zeros(2), np.eye(2))
+    bad = np.eye(2)
+    bad[0, 1] = np.inf
+    for position, name in enumerate(("mu1", "sigma1", "mu2", "sigma2")):  # the message names the argument
+        args = [np.zeros(2), np.eye(2), np.zeros(2), np.eye(2)]
+        args[position] = np.array([np.inf, 0.0]) if position % 2 == 0 else bad
+        with pytest.raises(ValueError, match=f"^{name} contains NaN or inf$"):
+            frechet_distance(*args)
