@@ -123,3 +123,26 @@ def test_fid_inception_loads_local_weights(tmp_path, monkeypatch):
     torch.testing.assert_close(feats, want)
     m = FrechetDistance(ext, normalize=True)
     assert m.num_features == 2048 and m.fingerprint == ext.fingerprint
+
+
+def test_fd_command_num_samples_seed_and_device(tmp_path, extractor_path, capsys):
+    """facefd fd --num-samples 9 --seed 2 --device cpu: the distance of the seeded samples (numpy's
+    default_rng(2) drawing 9 of each folder's sorted files), features by hand from PIL pixels, scipy statistics."""
+    from facefd.cli import fd_main
+    from references import pil_pixels
+
+    a, b = _folder(tmp_path / "a", 20, 0), _folder(tmp_path / "b", 16, 1)
+    value = fd_main([str(a), str(b), "--extractor", f"fdd@{extractor_path}", "--num-samples", "9", "--seed", "2",
+                     "--device", "cpu", "--batch-size", "4"])
+    ext = load_extractor(extractor_path)
+
+    def feats(folder):
+        files = sorted(folder.glob("*.png"), key=lambda p: p.name)
+        keep = np.sort(np.random.default_rng(2).choice(len(files), size=9, replace=False))
+        with torch.no_grad():
+            return np.stack([ext(pil_pixels(files[i], 32)[None]).double().numpy()[0] for i in keep])
+
+    fa, fb = feats(a), feats(b)
+    want = frechet_distance(fa.mean(0), np.cov(fa, rowvar=False), fb.mean(0), np.cov(fb, rowvar=False))
+    assert value == pytest.approx(want, rel=1e-5)
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"FD: {value}"

@@ -66,9 +66,11 @@ def split_start_options(keywords: dict[str, Any]) -> tuple[dict[str, Any], dict[
     Example:
         >>> split_start_options({"model_name": "resnet18", "weights": "r.pth", "num_classes": 0})
         ({'model_name': 'resnet18', 'num_classes': 0}, {'weights': 'r.pth'})
+        >>> split_start_options({"model_name": "resnet18", "weights": None, "restore": "backbone"})[1]  # no start
+        {}
     """
     start = {k: keywords[k] for k in START_KEYS if keywords.get(k) is not None}
-    return {k: v for k, v in keywords.items() if k not in START_KEYS}, start
+    return {k: v for k, v in keywords.items() if k not in START_KEYS}, (start if "weights" in start else {})
 
 
 def _torch_load(path: Path) -> Any:

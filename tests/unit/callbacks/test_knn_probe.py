@@ -181,3 +181,31 @@ def test_epoch_minus_one_recalibrates_batchnorm_unless_the_run_started_from_weig
         np.testing.assert_allclose(var.numpy(), want_var, rtol=1e-4)
     assert torch.all(net.bn.running_mean == 5.0) and torch.all(net.bn.running_var == 0.01)  # restored
     assert probe.history[-1]["auroc"] > 0
+
+
+def test_baseline_false_scores_no_initial_network(sample_root):
+    """knn_probe.baseline=false: no epoch -1 measurement (the network is never run before training)."""
+    from types import SimpleNamespace
+
+    import lightning.pytorch as pl
+
+    from facefd.callbacks import KNNProbe
+    from facefd.data import SampleFacesDataModule
+    from facefd.data.transforms import EvalTransform
+
+    class Counting(pl.LightningModule):
+        calls = 0
+
+        def forward(self, x):
+            Counting.calls += 1
+            return x.mean((2, 3))
+
+    dm = SampleFacesDataModule(str(sample_root), num_images=120, image_size=32, eval_transform=EvalTransform(32),
+                               batch_size=8, num_workers=0)
+    dm.setup()
+    trainer = SimpleNamespace(datamodule=dm, loggers=[], current_epoch=0, precision="32-true")
+    probe = KNNProbe(baseline=False, num_workers=0)
+    probe.on_train_start(trainer, Counting())
+    assert probe.history == {} and Counting.calls == 0
+    KNNProbe(baseline=True, num_workers=0).on_train_start(trainer, Counting())
+    assert Counting.calls > 0  # the same call with the baseline on does run it
