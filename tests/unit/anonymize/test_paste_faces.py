@@ -4,6 +4,7 @@ input and output images, compared here."""
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from facefd.anonymize import Anonymizer
@@ -49,13 +50,20 @@ def _anonymizer(detector, **kw):
                       feather=0.0, residual_detector=kw.pop("residual", Boxes()), **kw)
 
 
-def test_paste_mode_replaces_every_detected_face_by_default(tmp_path):
+@pytest.mark.parametrize("faces", [None, "all"])  # the default in paste mode, and faces=all said explicitly
+def test_paste_mode_replaces_every_detected_face_by_default(tmp_path, faces):
     src = _photo(tmp_path / "in")
-    counts = _anonymizer(Boxes(BIG, SMALL)).run(src, tmp_path / "out", progress=False)
+    counts = _anonymizer(Boxes(BIG, SMALL), faces=faces).run(src, tmp_path / "out", progress=False)
     rec = _record(tmp_path / "out")
     assert rec["faces_mode"] == "all" and len(rec["faces"]) == 2 and rec["faces_left"] == 0
     for box in (BIG, SMALL):  # the inscribed ellipse of each box is replaced: well over half its pixels
         assert _changed(src / "two.png", tmp_path / "out" / "two.png", box) > 0.7
+    outside = np.ones((100, 200), bool)
+    for box in (BIG, SMALL):
+        outside[box.top:box.bottom, box.left:box.right] = False
+    a = np.asarray(Image.open(src / "two.png").convert("RGB"))[outside]
+    b = np.asarray(Image.open(tmp_path / "out" / "two.png").convert("RGB"))[outside]
+    assert np.array_equal(a, b)  # nothing outside the faces moved
     assert counts["faces_left"] == 0 and counts["anonymized"] == 1
 
 
