@@ -96,3 +96,54 @@ def test_subgroups_min_count_and_bootstrap(probe_root, tmp_path):
             width = r.ci_high - r.ci_low
             assert r.fd is not None and width > 0 and r.ci_low - width < r.fd < r.ci_high + width
     assert any(r.fd is None for r in rows) and any(r.fd is not None for r in rows)
+
+
+def test_anonymization_report_numbers_against_hand_computations(tmp_path):
+    """Re-ID, attribute preservation and the Fréchet distance of an anonymized folder, each recomputed here:
+    cosine ranking of pooled PIL pixels, a brightness head whose logit is set by hand (AUROC as the
+    Mann-Whitney statistic), scipy's distance. The "anonymized" images are the originals brightened."""
+    import torch
+
+    from facefd.evaluation.anonymization import run_anonymization_eval
+    from facefd.models.probe.heads import ProbeHeads
+    from facefd.models.probe.predictor import AttributePredictor, save_heads
+    from helpers import PooledPixels
+    from references import pil_pixels, scipy_reference
+
+    rng = np.random.default_rng(1)
+    originals, anonymized = tmp_path / "orig", tmp_path / "anon"
+    originals.mkdir()
+    anonymized.mkdir()
+    for i in range(12):
+        picture = rng.integers(0, 200, (32, 32, 3)).astype(np.uint8) // (1 + i % 3)
+        Image.fromarray(picture).save(originals / f"{i:02d}.png")
+        Image.fromarray(np.clip(picture.astype(int) + 40, 0, 255).astype(np.uint8)).save(anonymized / f"{i:02d}.png")
+    heads = ProbeHeads(48, ["Bright"], standardize=False)
+    with torch.no_grad():  # logit = 20 * (mean pixel - 0.3)
+        heads.net[0].weight.fill_(20.0 / 48)
+        heads.net[0].bias.fill_(-20.0 * 0.3)
+    heads_file = save_heads(heads, tmp_path / "heads.safetensors")
+    report = run_anonymization_eval(
+        originals, anonymized, tmp_path / "out", embedders=[{"_target_": "helpers.PooledPixels"}],
+        metrics=[{"_target_": "helpers.PooledPixels"}], predictor=lambda: AttributePredictor(PooledPixels(), heads_file),
+        cache_dir=tmp_path / "cache", ks=[1], extract_kwargs=dict(num_workers=0))
+
+    def pooled(folder):
+        files = sorted(folder.glob("*.png"))
+        return np.stack([torch.nn.functional.adaptive_avg_pool2d(pil_pixels(f, 32)[None], 4).flatten().numpy()
+                         for f in files]).astype(np.float64)
+
+    g, q = pooled(originals), pooled(anonymized)
+    cos = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
+    assert report["reid"]["PooledPixels"]["reid@1"] == pytest.approx(np.mean(cos.argmax(1) == np.arange(12)))
+    want_fd = scipy_reference(g.mean(0), np.cov(g, rowvar=False), q.mean(0), np.cov(q, rowvar=False))
+    assert report["distances"]["PooledPixels"] == pytest.approx(want_fd, rel=1e-6)
+    p_orig = 1 / (1 + np.exp(-20 * (g.mean(1) - 0.3)))
+    p_anon = 1 / (1 + np.exp(-20 * (q.mean(1) - 0.3)))
+    labels = p_orig > 0.5
+    assert 0 < labels.sum() < 12  # both classes among the originals
+    pos, neg = p_anon[labels], p_anon[~labels]
+    auc = np.mean([(a > b) + 0.5 * (a == b) for a in pos for b in neg])
+    bright = report["attributes"]["Bright"]
+    assert bright["accuracy"] == pytest.approx(np.mean((p_anon > 0.5) == labels))
+    assert bright["auc"] == pytest.approx(auc, abs=1e-6) and bright["labels"] == "predicted on originals"
