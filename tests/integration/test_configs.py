@@ -99,6 +99,12 @@ def test_wandb_logger_is_offline_without_a_key(tmp_path, monkeypatch):
         return
     logger = instantiate(cfg.logger.wandb)
     assert logger._offline
+    logger.log_metrics({"val/fdd": 1.25, "train/loss": 6.5}, step=3)  # what a run logs reaches the offline run
+    logger.experiment.finish()
+    runs = list(tmp_path.rglob("offline-run-*/run-*.wandb"))  # what `wandb sync` uploads later
+    assert len(runs) == 1
+    data = runs[0].read_bytes()  # its records keep each key and each value as JSON text
+    assert b"val/fdd" in data and b"1.25" in data and b"train/loss" in data and b"6.5" in data
 
 
 @pytest.mark.parametrize("name", ["train", "evaluate", "anonymize"])

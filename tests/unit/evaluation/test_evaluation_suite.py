@@ -112,11 +112,15 @@ def test_correlation_matches_scipy_and_writes_scatter(tmp_path):
         correlate({"a": {"mean": 1.0}}, bench)
 
 
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
 @pytest.mark.parametrize("distance", ["cosine", "l2"])
-def test_knn_search_equals_brute_force(distance):
+def test_knn_search_equals_brute_force(distance, backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
     rng = np.random.default_rng(0)
     q, g = rng.normal(size=(37, 12)), rng.normal(size=(530, 12)) + 0.3
-    d, i = knn_search(torch.from_numpy(q), torch.from_numpy(g), k=6, distance=distance, query_chunk=10, gallery_chunk=64)
+    d, i = knn_search(torch.from_numpy(q), torch.from_numpy(g), k=6, distance=distance, query_chunk=10, gallery_chunk=64,
+                      backend=backend)
     for row in range(len(q)):
         if distance == "cosine":
             dist = 1 - (g @ q[row]) / (np.linalg.norm(g, axis=1) * np.linalg.norm(q[row]))
