@@ -408,6 +408,17 @@ def test_cli_anonymize_then_evaluate(tiny_sd, faces_dir, tmp_path):
                  "anonymizer.attributes.attributes={Male:0.2,Smiling:0.8,age:30,ethnicity:White}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "anonymized 4, no face 1, errors 1" in proc.stdout and not (out / "coffee.png").exists()
+    # the installed command runs the same app: `facefd anonymize` (in-process here) writes the same images
+    from facefd.cli import main as facefd_main
+
+    again = tmp_path / "anon_facefd"
+    facefd_main(["anonymize", f"input={faces_dir}", f"output={again}", f"anonymizer.generator.pipe.model={tiny_sd}",
+                 "anonymizer.generator.pipe.vae=null", "anonymizer.generator.size=32", "anonymizer.generator.steps=2",
+                 "anonymizer.generator.pipe.scheduler=dpmpp_2m_sde_karras", "attribute_source=fixed",
+                 "anonymizer.attributes.attributes={Male:0.2,Smiling:0.8,age:30,ethnicity:White}",
+                 f"hydra.run.dir={tmp_path / 'facefd_run'}"])
+    images = {k: v for k, v in _digest(out).items() if k.endswith(".png") or k.endswith(".jpg")}
+    assert images and {k: v for k, v in _digest(again).items() if k in images} == images
     ev = tmp_path / "eval"
     proc = run_script(["evaluate.py", "task=anonymization", f"original={faces_dir}", f"anonymized={out}",
                  "extractors=[dlib,random:test_resnet]", "fd_extractors=[random:test_resnet]", "num_workers=0",
