@@ -51,10 +51,15 @@ def scratch_copy(module: str, tests: list[str]) -> Path:
     work = Path(tempfile.mkdtemp(prefix="facefd-mutation-"))
     for name in ("src", "tests", "conf"):
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copy(ROOT / "pyproject.toml", work / "pyproject.toml")
+    for name in ("pyproject.toml", "train.py", "evaluate.py", "anonymize.py"):  # tests launch the entry scripts
+        shutil.copy(ROOT / name, work / name)
+    def listing(values: list[str]) -> str:  # setup.cfg lists: one value per indented line
+        return "".join(f"\n    {v}" for v in values)
+
     (work / "setup.cfg").write_text("\n".join([
         "[mutmut]", "source_paths = src", f"only_mutate = src/facefd/{module}",
-        f"pytest_add_cli_args_test_selection = {' '.join(tests)}", "pytest_add_cli_args = -p no:cacheprovider -q",
+        f"pytest_add_cli_args_test_selection ={listing(tests)}",
+        f"pytest_add_cli_args ={listing(['-p', 'no:cacheprovider', '-q'])}",
         "also_copy = conf", "process_isolation = forkserver", ""]))
     return work
 

@@ -79,3 +79,37 @@ def test_bad_inputs_are_clear_errors():
         args[position] = np.array([np.inf, 0.0]) if position % 2 == 0 else bad
         with pytest.raises(ValueError, match=f"^{name} contains NaN or inf$"):
             frechet_distance(*args)
+
+
+def test_each_shape_mismatch_alone_is_refused():
+    ok = [np.zeros(3), np.eye(3), np.zeros(3), np.eye(3)]
+    for position, bad in ((1, np.eye(4)), (2, np.zeros(4)), (3, np.eye(4))):
+        args = list(ok)
+        args[position] = bad
+        with pytest.raises(ValueError, match="shape mismatch"):
+            frechet_distance(*args)
+
+
+def test_float32_inputs_are_computed_in_float64():
+    """Means near 1e4 that differ by 1e-3, as float32 tensors: float64 arithmetic on the (exactly representable)
+    float32 values gives scipy's value; float32 arithmetic would lose it to cancellation."""
+    rng = np.random.default_rng(3)
+    mu1 = (1e4 + rng.normal(size=16)).astype(np.float32)
+    mu2 = (mu1.astype(np.float64) + 1e-3).astype(np.float32)
+    s = random_spd(rng, 16).astype(np.float32)
+    want = scipy_reference(mu1.astype(np.float64), s.astype(np.float64), mu2.astype(np.float64), s.astype(np.float64))
+    got = frechet_distance(torch.from_numpy(mu1), torch.from_numpy(s), torch.from_numpy(mu2), torch.from_numpy(s))
+    assert got == pytest.approx(want, rel=1e-6, abs=1e-12)
+
+
+def test_psd_factor_is_cholesky_for_a_positive_definite_matrix():
+    """R R^T = S for both kinds; for a positive-definite S, R is the lower-triangular Cholesky factor (numpy's)
+    that the fast path of trace_sqrt_product relies on; for a singular S, an eigenvector factor."""
+    rng = np.random.default_rng(4)
+    s = random_spd(rng, 12)
+    r = psd_factor(torch.from_numpy(s)).numpy()
+    np.testing.assert_allclose(r, np.linalg.cholesky(s), atol=1e-12)
+    singular = s[:, :6] @ s[:6, :]
+    singular = singular @ singular.T
+    r = psd_factor(torch.from_numpy(singular)).numpy()
+    np.testing.assert_allclose(r @ r.T, singular, atol=1e-8 * np.abs(singular).max())

@@ -64,3 +64,20 @@ def test_dino_step_adds_weighted_koleo_but_logs_the_dino_loss():
     assert logged[id(with_koleo)]["train/loss"].item() == pytest.approx(loss_plain.item(), rel=1e-6)
     assert "train/koleo" not in logged[id(plain)]
     assert logged[id(with_koleo)]["train/koleo"].item() == pytest.approx(koleo.item(), rel=1e-5)
+
+
+def test_two_points_and_duplicates():
+    """The smallest batch, N = 2: each point's neighbour is the other, so the loss is -log of their distance on
+    the unit sphere (by hand). Duplicated rows give a finite loss: torch's pairwise_distance adds eps to the
+    difference (||x - y + eps||, here eps * sqrt(8)), and the log adds eps again."""
+    import math
+
+    from facefd.models.dino.koleo import koleo_loss
+
+    a, b = torch.tensor([3.0, 4.0]), torch.tensor([0.0, 2.0])
+    distance = float(torch.linalg.norm(a / a.norm() - b / b.norm()))
+    assert float(koleo_loss(torch.stack([a, b]))) == pytest.approx(-math.log(distance), rel=1e-6)
+    same = koleo_loss(torch.ones(4, 8))
+    assert torch.isfinite(same) and float(same) == pytest.approx(-math.log(1e-8 * math.sqrt(8) + 1e-8), rel=1e-4)
+    with pytest.raises(ValueError, match="N >= 2"):
+        koleo_loss(torch.ones(1, 8))
