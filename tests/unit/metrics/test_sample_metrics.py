@@ -195,3 +195,56 @@ def test_prdc_in_blocks_equals_the_brute_force_reference():
     for chunk in (7, 2048):
         got = prdc(torch.from_numpy(real), torch.from_numpy(fake), k=5, chunk=chunk)
         assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_prdc_on_a_lattice_with_ties_uses_strict_balls():
+    """Integer points: many distances equal a k-th neighbour radius exactly, so a ball that included its
+    boundary would count other points. The reference is the prdc package's definition (strict <), in numpy."""
+    from facefd.metrics.kernels import prdc
+
+    rng = np.random.default_rng(5)
+    real = rng.integers(0, 4, size=(40, 2)).astype(float)
+    fake = rng.integers(1, 5, size=(35, 2)).astype(float)
+    got = prdc(torch.from_numpy(real), torch.from_numpy(fake), k=3, chunk=16)
+    assert got == pytest.approx(brute_prdc(real, fake, 3), abs=1e-12)
+
+
+def test_prdc_and_kid_need_enough_samples_in_each_set():
+    from facefd.metrics.kernels import kid, prdc
+
+    ok, few = torch.randn(6, 3), torch.randn(5, 3)
+    for real, fake in ((few, ok), (ok, few)):  # k = 5 needs more than 5 in *each* set
+        with pytest.raises(RuntimeError, match="PRDC with k=5 needs more than 5 features in each set"):
+            prdc(real, fake, k=5)
+    prdc(ok, ok, k=5)
+    one = torch.randn(1, 3)
+    for real, fake in ((one, ok), (ok, one)):
+        with pytest.raises(RuntimeError, match="KID needs at least 2 features in each set"):
+            kid(real, fake)
+
+
+def test_kid_on_the_smallest_sets_and_its_protocol():
+    """Two samples a set: KID is the unbiased MMD² of the two sets (every subset of 2 of 2 is the whole set),
+    by hand with the cubic kernel. Subsets are as large as the smaller set; the generator makes draws
+    repeatable; one subset has no spread; the spread of several is the sample standard deviation (n - 1)."""
+    from facefd.metrics.kernels import kid
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 1.0], [3.0, 0.0]], dtype=torch.float64)
+    k = lambda a, b: (float(a @ b) / 2 + 1) ** 3  # noqa: E731
+    want = 2 * k(x[0], x[1]) / 2 + 2 * k(y[0], y[1]) / 2 - 2 * np.mean([k(a, b) for a in x for b in y])
+    mean, std = kid(x, y, subsets=3, subset_size=10)
+    assert mean == pytest.approx(want, rel=1e-12) and std == pytest.approx(0.0, abs=1e-12)
+
+    rng = np.random.default_rng(6)
+    real, fake = torch.from_numpy(rng.normal(size=(30, 4))), torch.from_numpy(rng.normal(size=(12, 4)) + 0.5)
+    runs = [kid(real, fake, subsets=4, subset_size=50, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    assert kid(real, fake, subsets=1, subset_size=8, generator=torch.Generator().manual_seed(0))[1] == 0.0
+    g = torch.Generator().manual_seed(3)  # the documented draws: per subset, a permutation of real, then of fake
+    values = []
+    for _ in range(5):
+        ri, fi = torch.randperm(30, generator=g)[:8], torch.randperm(12, generator=g)[:8]
+        values.append(float(polynomial_mmd2_unbiased(real[ri], fake[fi])))
+    mean, std = kid(real, fake, subsets=5, subset_size=8, generator=torch.Generator().manual_seed(3))
+    assert mean == pytest.approx(np.mean(values), rel=1e-12) and std == pytest.approx(np.std(values, ddof=1), rel=1e-9)
