@@ -60,7 +60,8 @@ def scratch_copy(module: str, tests: list[str]) -> Path:
         "[mutmut]", "source_paths = src", f"only_mutate = src/facefd/{module}",
         f"pytest_add_cli_args_test_selection ={listing(tests)}",
         f"pytest_add_cli_args ={listing(['-p', 'no:cacheprovider', '-q'])}",
-        "also_copy = conf", "process_isolation = forkserver", ""]))
+        f"also_copy ={listing(['conf', 'train.py', 'evaluate.py', 'anonymize.py'])}",  # mutmut runs tests in mutants/
+        "process_isolation = forkserver", ""]))
     return work
 
 

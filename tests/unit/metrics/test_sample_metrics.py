@@ -241,10 +241,14 @@ def test_kid_on_the_smallest_sets_and_its_protocol():
     runs = [kid(real, fake, subsets=4, subset_size=50, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
     assert runs[0] == runs[1] and runs[0] != runs[2]
     assert kid(real, fake, subsets=1, subset_size=8, generator=torch.Generator().manual_seed(0))[1] == 0.0
-    g = torch.Generator().manual_seed(3)  # the documented draws: per subset, a permutation of real, then of fake
-    values = []
-    for _ in range(5):
-        ri, fi = torch.randperm(30, generator=g)[:8], torch.randperm(12, generator=g)[:8]
-        values.append(float(polynomial_mmd2_unbiased(real[ri], fake[fi])))
-    mean, std = kid(real, fake, subsets=5, subset_size=8, generator=torch.Generator().manual_seed(3))
-    assert mean == pytest.approx(np.mean(values), rel=1e-12) and std == pytest.approx(np.std(values, ddof=1), rel=1e-9)
+    # the documented draws: per subset, a permutation of real, then of fake, each cut to the subset size, which is
+    # at most the smaller set's (asked 50 here: 12, whichever set is the smaller)
+    for a, b in ((real, fake), (fake, real)):
+        g = torch.Generator().manual_seed(3)
+        values = []
+        for _ in range(5):
+            ri, fi = torch.randperm(len(a), generator=g)[:12], torch.randperm(len(b), generator=g)[:12]
+            values.append(float(polynomial_mmd2_unbiased(a[ri], b[fi])))
+        mean, std = kid(a, b, subsets=5, subset_size=50, generator=torch.Generator().manual_seed(3))
+        assert mean == pytest.approx(np.mean(values), rel=1e-12)
+        assert std == pytest.approx(np.std(values, ddof=1), rel=1e-9)
