@@ -252,3 +252,15 @@ def test_kid_on_the_smallest_sets_and_its_protocol():
         mean, std = kid(a, b, subsets=5, subset_size=50, generator=torch.Generator().manual_seed(3))
         assert mean == pytest.approx(np.mean(values), rel=1e-12)
         assert std == pytest.approx(np.std(values, ddof=1), rel=1e-9)
+
+
+def test_prdc_keeps_float64_distances():
+    """A generated point 1e-10 inside a real point's k-NN ball: covered in float64 (numpy's reference); a float32
+    buffer would round the distance to the radius and lose it."""
+    from facefd.metrics.kernels import prdc
+
+    real = np.arange(8, dtype=float)[:, None] * np.array([[1.0, 0.0]])
+    fake = np.array([[1 - 1e-10, 0.0], [30, 0], [40, 0], [50, 0], [60, 0]])
+    got = prdc(torch.from_numpy(real), torch.from_numpy(fake), k=1)
+    want = brute_prdc(real, fake, 1)
+    assert want["coverage"] > 0 and got == pytest.approx(want, abs=1e-12)
