@@ -209,3 +209,41 @@ def test_baseline_false_scores_no_initial_network(sample_root):
     assert probe.history == {} and Counting.calls == 0
     KNNProbe(baseline=True, num_workers=0).on_train_start(trainer, Counting())
     assert Counting.calls > 0  # the same call with the baseline on does run it
+
+
+def test_attribute_scores_and_majority_by_hand():
+    """acc, balanced accuracy and AUROC per attribute, by hand on 8 queries x 3 attributes: threshold 0.5
+    exclusive (0.5 is "absent"), bacc = (TPR + TNR) / 2, AUROC = the Mann-Whitney statistic; an attribute with
+    one class only has NaN AUROC. The majority answer comes from the bank, per attribute."""
+    from facefd.models.probe.knn import attribute_scores, majority_accuracy
+
+    probs = torch.tensor([[0.9, 0.5, 0.2], [0.8, 0.6, 0.1], [0.3, 0.4, 0.7], [0.6, 0.5, 0.9],
+                          [0.1, 0.7, 0.3], [0.4, 0.2, 0.6], [0.7, 0.9, 0.4], [0.2, 0.5, 0.8]])
+    labels = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]])
+    got = attribute_scores(probs, labels)
+    p, y = probs.numpy(), labels.numpy().astype(bool)
+    for j in range(3):
+        pred = p[:, j] > 0.5
+        assert float(got["acc"][j]) == pytest.approx(np.mean(pred == y[:, j]))
+        tpr = (pred & y[:, j]).sum() / max(y[:, j].sum(), 1)
+        tnr = (~pred & ~y[:, j]).sum() / (~y[:, j]).sum()
+        if y[:, j].any():
+            assert float(got["bacc"][j]) == pytest.approx((tpr + tnr) / 2)
+            assert float(got["auroc"][j]) == pytest.approx(_mann_whitney_auroc(p[:, j], y[:, j].astype(float)))
+        else:
+            assert math.isnan(float(got["auroc"][j]))
+    bank = torch.tensor([[1, 0, 0], [1, 0, 1], [1, 1, 0], [0, 0, 0]])
+    majority = majority_accuracy(bank, labels)  # bank majorities: 1, 0, 0
+    assert majority.tolist() == pytest.approx([np.mean(y[:, 0]), np.mean(~y[:, 1]), np.mean(~y[:, 2])])
+
+
+def test_knn_accuracy_defaults_are_dinos_eval_knn():
+    """knn_attribute_accuracy without k and temperature: DINO's eval_knn (k = 20, T = 0.07), written out above."""
+    rng = np.random.default_rng(4)
+    bank, queries = rng.normal(size=(60, 5)), rng.normal(size=(15, 5))
+    labels = (rng.random((60, 2)) > 0.4).astype(float)
+    truth = (rng.random((15, 2)) > 0.4).astype(float)
+    want = ((brute_force(bank, labels, queries, 20, 0.07) > 0.5) == truth).mean(0)
+    got = knn_attribute_accuracy(torch.from_numpy(bank), torch.from_numpy(labels), torch.from_numpy(queries),
+                                 torch.from_numpy(truth))
+    assert got.tolist() == pytest.approx(want.tolist())

@@ -112,13 +112,21 @@ def test_correlation_matches_scipy_and_writes_scatter(tmp_path):
         correlate({"a": {"mean": 1.0}}, bench)
 
 
+def test_faiss_backend_without_faiss_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"neighbors.backend=faiss needs faiss: pip install faiss-cpu \(or faiss-gpu\)"):
+        knn_search(torch.zeros(2, 3), torch.zeros(4, 3), k=1, backend="faiss")
+
+
 @pytest.mark.parametrize("backend", ["torch", "faiss"])
 @pytest.mark.parametrize("distance", ["cosine", "l2"])
 def test_knn_search_equals_brute_force(distance, backend):
     if backend == "faiss":
         pytest.importorskip("faiss")
     rng = np.random.default_rng(0)
-    q, g = rng.normal(size=(37, 12)), rng.normal(size=(530, 12)) + 0.3
+    q, g = 0.1 * rng.normal(size=(37, 12)), 0.1 * rng.normal(size=(530, 12)) + 0.03  # distances below 1 as well
     d, i = knn_search(torch.from_numpy(q), torch.from_numpy(g), k=6, distance=distance, query_chunk=10, gallery_chunk=64,
                       backend=backend)
     for row in range(len(q)):
