@@ -214,12 +214,12 @@ def test_prdc_and_kid_need_enough_samples_in_each_set():
 
     ok, few = torch.randn(6, 3), torch.randn(5, 3)
     for real, fake in ((few, ok), (ok, few)):  # k = 5 needs more than 5 in *each* set
-        with pytest.raises(RuntimeError, match="PRDC with k=5 needs more than 5 features in each set"):
+        with pytest.raises(RuntimeError, match="^PRDC with k=5 needs more than 5 features in each set$"):
             prdc(real, fake, k=5)
     prdc(ok, ok, k=5)
     one = torch.randn(1, 3)
     for real, fake in ((one, ok), (ok, one)):
-        with pytest.raises(RuntimeError, match="KID needs at least 2 features in each set"):
+        with pytest.raises(RuntimeError, match="^KID needs at least 2 features in each set$"):
             kid(real, fake)
 
 
@@ -264,3 +264,24 @@ def test_prdc_keeps_float64_distances():
     got = prdc(torch.from_numpy(real), torch.from_numpy(fake), k=1)
     want = brute_prdc(real, fake, 1)
     assert want["coverage"] > 0 and got == pytest.approx(want, abs=1e-12)
+
+
+def test_kid_defaults_are_100_subsets_of_1000_and_two_subsets_have_a_spread():
+    """The field's KID protocol (torch-fidelity, clean-fid): 100 subsets of 1000, drawn as documented above; and
+    with two subsets the spread is |v1 - v2| / sqrt(2)."""
+    from facefd.metrics.kernels import kid
+
+    rng = np.random.default_rng(8)
+    real, fake = torch.from_numpy(rng.normal(size=(1200, 3))), torch.from_numpy(rng.normal(size=(1100, 3)) + 0.2)
+
+    def by_hand(subsets, size, seed):
+        g = torch.Generator().manual_seed(seed)
+        return [float(polynomial_mmd2_unbiased(real[torch.randperm(1200, generator=g)[:size]],
+                                               fake[torch.randperm(1100, generator=g)[:size]])) for _ in range(subsets)]
+
+    values = by_hand(100, 1000, 0)
+    mean, std = kid(real, fake, generator=torch.Generator().manual_seed(0))
+    assert mean == pytest.approx(np.mean(values), rel=1e-12) and std == pytest.approx(np.std(values, ddof=1), rel=1e-9)
+    v1, v2 = by_hand(2, 50, 1)
+    assert kid(real, fake, subsets=2, subset_size=50, generator=torch.Generator().manual_seed(1))[1] == pytest.approx(
+        abs(v1 - v2) / np.sqrt(2), rel=1e-9)
