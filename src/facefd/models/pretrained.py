@@ -28,6 +28,7 @@ from torch import nn
 
 from facefd.models.position_embedding import resample_position_embedding
 from facefd.utils.errors import UserError
+from facefd.utils.files import file_sha256
 
 #: Backbone config keys that choose the start (taken out before the backbone factory is called).
 START_KEYS = ("weights", "weights_revision", "weights_key", "restore")
@@ -85,12 +86,6 @@ def _torch_load(path: Path) -> Any:
             reason = ("it holds Python objects other than tensors and argparse.Namespace, which are not loaded "
                       f"(only data is read from files): {reason[:200]}")
         raise StartWeightsError(f"{path}: cannot be read as weights: {reason}") from None
-
-
-def _file_sha256(path: Path) -> str:
-    from facefd.utils.files import file_sha256
-
-    return file_sha256(path)
 
 
 def _state_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -183,7 +178,7 @@ def _hub_state(source: str, revision: Optional[str]) -> tuple[dict[str, torch.Te
         path = Path(cached_hub_file(repo, "model.safetensors", f"weights of {source}", revision=revision))
         from safetensors.torch import load_file
 
-        return load_file(str(path)), f"{description} (Hugging Face cache {path})", _file_sha256(path)
+        return load_file(str(path)), f"{description} (Hugging Face cache {path})", file_sha256(path)
     overlay = {"hf_hub_id": f"{repo}@{revision}" if revision else repo} if repo else {}
     try:
         net = timm.create_model(model, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay or None)
@@ -238,7 +233,7 @@ def read_start(source: str | Path, revision: Optional[str] = None, key: str = "t
         layout, backbone, head, center = split_layout(obj, key)
     except StartWeightsError as exc:
         raise StartWeightsError(f"{path}: {exc}") from None
-    record = {"source": str(path.resolve()), "sha256": _file_sha256(path), "sha256_of": "file", "layout": layout}
+    record = {"source": str(path.resolve()), "sha256": file_sha256(path), "sha256_of": "file", "layout": layout}
     if layout in ("main_dino", "facefd_checkpoint"):
         record["key"] = key
     if layout == "main_dino" and isinstance(obj.get("args"), argparse.Namespace):
