@@ -217,24 +217,26 @@ def test_attribute_scores_and_majority_by_hand():
     one class only has NaN AUROC. The majority answer comes from the bank, per attribute."""
     from facefd.models.probe.knn import attribute_scores, majority_accuracy
 
-    probs = torch.tensor([[0.9, 0.5, 0.2], [0.8, 0.6, 0.1], [0.3, 0.4, 0.7], [0.6, 0.5, 0.9],
-                          [0.1, 0.7, 0.3], [0.4, 0.2, 0.6], [0.7, 0.9, 0.4], [0.2, 0.5, 0.8]])
-    labels = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]])
+    probs = torch.tensor([[0.9, 0.5, 0.2, 0.6], [0.8, 0.6, 0.1, 0.4], [0.3, 0.4, 0.7, 0.9], [0.6, 0.5, 0.9, 0.7],
+                          [0.1, 0.7, 0.3, 0.2], [0.4, 0.2, 0.6, 0.8], [0.7, 0.9, 0.4, 0.3], [0.2, 0.5, 0.8, 0.6]])
+    labels = torch.tensor([[1, 1, 0, 1], [1, 1, 0, 1], [0, 0, 0, 1], [1, 0, 0, 1], [0, 1, 0, 1], [1, 0, 0, 1],
+                           [1, 1, 0, 1], [0, 1, 0, 1]])  # the last two attributes have one class only
     got = attribute_scores(probs, labels)
     p, y = probs.numpy(), labels.numpy().astype(bool)
-    for j in range(3):
+    for j in range(4):
         pred = p[:, j] > 0.5
         assert float(got["acc"][j]) == pytest.approx(np.mean(pred == y[:, j]))
         tpr = (pred & y[:, j]).sum() / max(y[:, j].sum(), 1)
         tnr = (~pred & ~y[:, j]).sum() / (~y[:, j]).sum()
-        if y[:, j].any():
+        if y[:, j].any() and not y[:, j].all():
             assert float(got["bacc"][j]) == pytest.approx((tpr + tnr) / 2)
             assert float(got["auroc"][j]) == pytest.approx(_mann_whitney_auroc(p[:, j], y[:, j].astype(float)))
         else:
             assert math.isnan(float(got["auroc"][j]))
-    bank = torch.tensor([[1, 0, 0], [1, 0, 1], [1, 1, 0], [0, 0, 0]])
-    majority = majority_accuracy(bank, labels)  # bank majorities: 1, 0, 0
-    assert majority.tolist() == pytest.approx([np.mean(y[:, 0]), np.mean(~y[:, 1]), np.mean(~y[:, 2])])
+    bank = torch.tensor([[1, 0, 0, 1], [1, 0, 1, 0], [1, 1, 0, 1], [0, 1, 0, 0]])
+    majority = majority_accuracy(bank, labels)  # bank majorities: 1, 0 (a tie is "absent"), 0, 0 (a tie)
+    assert majority.tolist() == pytest.approx([np.mean(y[:, 0]), np.mean(~y[:, 1]), np.mean(~y[:, 2]),
+                                               np.mean(~y[:, 3])])
 
 
 def test_knn_accuracy_defaults_are_dinos_eval_knn():
