@@ -74,7 +74,21 @@ def test_wheel_installs_a_working_facefd_command(tmp_path):
     assert "task: fd" in help_text
 
 
-def test_fd_command_matches_the_api_and_writes_peer_formats(tmp_path):
+def _facefd(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``facefd ARGV`` in this process (the wheel test above launches the installed command for real)."""
+    from facefd.cli import main
+
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    assert code in (0, 1), captured.err[-3000:]
+    return code, captured.out, captured.err
+
+
+def test_fd_command_matches_the_api_and_writes_peer_formats(tmp_path, capsys, monkeypatch):
     import torch
 
     from facefd import FrechetDistance
@@ -83,8 +97,15 @@ def test_fd_command_matches_the_api_and_writes_peer_formats(tmp_path):
     from facefd.metrics.stats import GaussianStats, StatisticsFileError
 
     a, b = _folder(tmp_path / "a", 8, 0), _folder(tmp_path / "b", 8, 1)
-    cli = [sys.executable, "-m", "facefd", "fd", "--extractor", "random:test_resnet", "--num-workers", "0"]
-    printed = float(_run([*cli, str(a), str(b)], tmp_path).stdout.split("FD:")[1])
+    monkeypatch.chdir(tmp_path)
+    cli = ["fd", "--extractor", "random:test_resnet", "--num-workers", "0"]
+
+    def fd(*args: str) -> float:
+        code, out, err = _facefd([*cli, *args], capsys)
+        assert code == 0, err[-3000:]
+        return float(out.split("FD:")[1])
+
+    printed = fd(str(a), str(b))
     metric = FrechetDistance(timm_extractor("test_resnet", random_init=True), normalize=True)
     sa, sb = folder_statistics(metric, a, num_workers=0), folder_statistics(metric, b, num_workers=0)
     from references import scipy_reference
@@ -97,11 +118,11 @@ def test_fd_command_matches_the_api_and_writes_peer_formats(tmp_path):
 
     # pytorch-fid format: mu/sigma as pytorch-fid reads them, our fingerprint alongside
     out = tmp_path / "a_stats.npz"
-    _run([*cli, "--save-stats", str(out), "--format", "pytorch-fid", str(a)], tmp_path)
+    assert _facefd([*cli, "--save-stats", str(out), "--format", "pytorch-fid", str(a)], capsys)[0] == 0
     with np.load(out) as f:  # what pytorch_fid.fid_score reads: f["mu"][:], f["sigma"][:]
         np.testing.assert_allclose(f["mu"][:], sa.mean.numpy(), rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(f["sigma"][:], sa.cov.numpy(), rtol=1e-6, atol=1e-9)
-    again = float(_run([*cli, str(out), str(b)], tmp_path).stdout.split("FD:")[1])
+    again = fd(str(out), str(b))
     assert again == pytest.approx(printed, rel=1e-5)
 
     # a clean-fid / pytorch-fid file without fingerprint: refused unless the user states the extractor
@@ -109,9 +130,9 @@ def test_fd_command_matches_the_api_and_writes_peer_formats(tmp_path):
     np.savez(foreign, mu=sa.mean.numpy(), sigma=sa.cov.numpy())
     with pytest.raises(StatisticsFileError, match="assume-extractor"):
         GaussianStats.load(foreign)
-    refused = subprocess.run([*cli, str(foreign), str(b)], cwd=tmp_path, capture_output=True, text=True)
-    assert refused.returncode == 1 and refused.stderr.strip().startswith("error:") and "assume" in refused.stderr
-    assumed = float(_run([*cli, "--assume-extractor", str(foreign), str(b)], tmp_path).stdout.split("FD:")[1])
+    code, _, err = _facefd([*cli, str(foreign), str(b)], capsys)
+    assert code == 1 and err.strip().startswith("error:") and "assume" in err
+    assumed = fd("--assume-extractor", str(foreign), str(b))
     assert assumed == pytest.approx(printed, rel=1e-5)
     m = FrechetDistance(timm_extractor("test_resnet", random_init=True), normalize=True)
     m.load_reference(foreign, assume_extractor=True)

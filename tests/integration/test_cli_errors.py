@@ -1,5 +1,7 @@
 """User errors are one line (`error: ...`, exit status 1), found before models load or features are
-extracted; HYDRA_FULL_ERROR=1 still shows the traceback."""
+extracted; HYDRA_FULL_ERROR=1 still shows the traceback. evaluate.py and anonymize.py are launched for
+real once each here (the exit status and the last stderr line of a new interpreter); the other cases run
+the same scripts in-process."""
 import os
 
 import pytest
@@ -9,7 +11,7 @@ from PIL import Image
 from facefd.metrics.stats import GaussianStats, StatisticsFileError
 from facefd.utils.checks import check_writable
 from facefd.utils.errors import OutputLocationError
-from runs import run_script
+from runs import run_inprocess, run_script
 
 
 @pytest.fixture()
@@ -43,7 +45,7 @@ def test_single_image_folder_fails_before_the_extractor_loads(tmp_path, folders)
 def test_unwritable_output_fails_before_the_work(tmp_path, folders):
     _, two = folders
     out = tmp_path / "a_file" / "stats.npz"
-    proc = run_script(["evaluate.py", "task=stats", f"data.root={two}", f"out={out}", MISSING_EXTRACTOR], tmp_path)
+    proc = run_inprocess(["evaluate.py", "task=stats", f"data.root={two}", f"out={out}", MISSING_EXTRACTOR], tmp_path)
     _one_line_error(proc, "a_file", "not a folder")
     proc = run_script(["anonymize.py", f"input={two}", f"output={tmp_path / 'a_file' / 'anon'}",
                  "anonymizer.generator.pipe.model=/nonexistent/model"], tmp_path)
@@ -53,10 +55,10 @@ def test_unwritable_output_fails_before_the_work(tmp_path, folders):
 def test_missing_folder_is_one_line_and_full_error_shows_the_traceback(tmp_path, folders):
     _, two = folders
     args = ["evaluate.py", "task=fd", f"a={tmp_path / 'nowhere'}", f"b={two}", MISSING_EXTRACTOR]
-    _one_line_error(run_script(args, tmp_path), "nowhere", "does not exist")
+    _one_line_error(run_inprocess(args, tmp_path), "nowhere", "does not exist")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        proc = run_script(args, tmp_path)
+        proc = run_inprocess(args, tmp_path)
     finally:
         del os.environ["HYDRA_FULL_ERROR"]
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "ImageFolderError" in proc.stderr

@@ -14,7 +14,7 @@ from facefd.metrics.stats import GaussianStats
 from facefd.models.backbone import factory_spec
 from facefd.models.extractor import save_extractor
 from facefd.utils.errors import UserError
-from runs import run_script
+from runs import run_inprocess
 
 
 @pytest.fixture()
@@ -38,12 +38,12 @@ def test_stats_and_fd_tasks(tmp_path, extractor_path):
     a = _folder(tmp_path / "a", 30, 0, sizes=((32, 32), (48, 40)))  # mixed sizes are resized
     b = _folder(tmp_path / "b", 25, 1)
     common = [f"metric.feature_extractor.path={extractor_path}", "num_workers=0", "batch_size=8"]
-    proc = run_script(["evaluate.py", "task=stats", f"data.root={a}", f"out={tmp_path / 'a.npz'}", *common], tmp_path)
+    proc = run_inprocess(["evaluate.py", "task=stats", f"data.root={a}", f"out={tmp_path / 'a.npz'}", *common], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = GaussianStats.load(tmp_path / "a.npz")
     assert stats.count == 30 and stats.metadata["source"] == str(a)
 
-    proc = run_script(["evaluate.py", "task=fd", f"a={tmp_path / 'a.npz'}", f"b={b}", f"out={tmp_path / 'fd.json'}", *common],
+    proc = run_inprocess(["evaluate.py", "task=fd", f"a={tmp_path / 'a.npz'}", f"b={b}", f"out={tmp_path / 'fd.json'}", *common],
                 tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "fd.json").read_text())
@@ -61,17 +61,17 @@ def test_stats_and_fd_tasks(tmp_path, extractor_path):
     want = frechet_distance(fa.mean(0), np.cov(fa, rowvar=False), fb.mean(0), np.cov(fb, rowvar=False))
     assert result["fd"] == pytest.approx(want, rel=1e-5)
 
-    proc = run_script(["evaluate.py", "task=fd", f"a={a}", f"b={a}", *common], tmp_path)
+    proc = run_inprocess(["evaluate.py", "task=fd", f"a={a}", f"b={a}", *common], tmp_path)
     assert proc.returncode == 0 and "FD = 0 " in proc.stdout
 
 
 def test_stats_file_from_another_extractor_is_refused(tmp_path, extractor_path):
     a = _folder(tmp_path / "a", 5, 0)
-    proc = run_script(["evaluate.py", "task=stats", f"data.root={a}", f"out={tmp_path / 'a.npz'}", "metric=timm",
+    proc = run_inprocess(["evaluate.py", "task=stats", f"data.root={a}", f"out={tmp_path / 'a.npz'}", "metric=timm",
                  "metric.feature_extractor.model_name=test_resnet", "metric.feature_extractor.random_init=true",
                  "metric.feature_extractor.input_size=32", "num_workers=0"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_script(["evaluate.py", "task=fd", f"a={tmp_path / 'a.npz'}", f"b={a}",
+    proc = run_inprocess(["evaluate.py", "task=fd", f"a={tmp_path / 'a.npz'}", f"b={a}",
                  f"metric.feature_extractor.path={extractor_path}", "num_workers=0"], tmp_path)
     assert proc.returncode != 0 and "another extractor" in proc.stderr
 

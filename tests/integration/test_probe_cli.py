@@ -15,14 +15,14 @@ from facefd.data.images import load_rgb
 from facefd.data.tensors import pil_to_tensor
 from facefd.metrics.extractors import parse_extractor_entry
 from runs import independent_folder
-from runs import run_script
+from runs import run_inprocess
 
 POOLED = "{_target_:helpers.PooledPixels}"
 
 
 def test_sweep_over_heads_extracts_features_once(tmp_path, probe_root):
     cache = tmp_path / "cache"
-    proc = run_script(["train.py", "-m", "model=probe", "probe.head=linear,mlp", "data=faces", f"data.root={probe_root}",
+    proc = run_inprocess(["train.py", "-m", "model=probe", "probe.head=linear,mlp", "data=faces", f"data.root={probe_root}",
                  "data.num_workers=0", f"probe.extractor={POOLED}", f"probe.cache_dir={cache}", "trainer.max_epochs=5",
                  "features.extract_num_workers=0", "callbacks.rich_progress_bar=null",
                  f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
@@ -54,7 +54,7 @@ def _knn_accuracy(bank, bank_labels, queries, query_labels, k=20, temperature=0.
 def test_probe_table_cli_writes_table_one(tmp_path, probe_root):
     independent = independent_folder(tmp_path)
     out = tmp_path / "table"
-    proc = run_script(["evaluate.py", "task=probe_table", f"data.root={probe_root}", f"extractors=[{POOLED},random:test_resnet]",
+    proc = run_inprocess(["evaluate.py", "task=probe_table", f"data.root={probe_root}", f"extractors=[{POOLED},random:test_resnet]",
                  "heads=[linear,knn]", "attributes=[Blond_Hair,Male]", f"extra_test_root={independent}",
                  "probe.max_epochs=20", f"probe.cache_dir={tmp_path / 'cache'}", f"out={out}", "num_workers=0"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,7 +9,7 @@ from conftest import TINY_TRAIN, compose_train
 from facefd import load_extractor
 from facefd.data import BadImagesError, ImageFolderError
 from facefd.train import run
-from runs import run_script
+from runs import run_inprocess, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def test_empty_folder_is_a_clear_error(tmp_path):
 
 def test_multirun_sweep_runs_two_jobs(tmp_path, sample_root):
     overrides = [o for o in TINY_TRAIN if not o.startswith("trainer.max_epochs")]
-    proc = run_script(["train.py", "-m", "model.optimizer.lr=1e-4,5e-4", "trainer.max_epochs=1", f"data.root={sample_root}",
+    proc = run_inprocess(["train.py", "-m", "model.optimizer.lr=1e-4,5e-4", "trainer.max_epochs=1", f"data.root={sample_root}",
                  f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted((tmp_path / "sweep").glob("[0-9]*"))
@@ -109,7 +109,7 @@ def test_multirun_sweep_runs_two_jobs(tmp_path, sample_root):
 def test_optuna_sweep(tmp_path, sample_root):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     overrides = [o for o in TINY_TRAIN if not o.startswith("trainer.max_epochs")]
-    proc = run_script(["train.py", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+    proc = run_inprocess(["train.py", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
                  "trainer.max_epochs=1", f"data.root={sample_root}", f"hydra.sweep.dir={tmp_path / 'optuna'}",
                  *overrides], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -120,7 +120,7 @@ def test_optuna_sweep(tmp_path, sample_root):
 def test_export_task_from_checkpoint(tmp_path, sample_root):
     run(compose_train(tmp_path / "run", ["trainer.max_epochs=1"], sample_root))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    proc = run_script(["evaluate.py", "task=export", f"ckpt_path={ckpt}", f"out={tmp_path / 'exported'}"], tmp_path)
+    proc = run_inprocess(["evaluate.py", "task=export", f"ckpt_path={ckpt}", f"out={tmp_path / 'exported'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = load_extractor(tmp_path / "exported")
     b = load_extractor(tmp_path / "run" / "extractor")
@@ -142,7 +142,7 @@ def test_ddp_two_processes_equal_one_process_with_the_full_batch(tmp_path, sampl
               f"model.centering={centering}"]
     ddp = run_script(["train.py", "trainer=ddp_sim", "data.batch_size=4", f"hydra.run.dir={tmp_path / 'ddp'}", *common], tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = run_script(["train.py", "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}", *common], tmp_path)
+    single = run_inprocess(["train.py", "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}", *common], tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
     a, b = _state(tmp_path / "ddp" / "checkpoints" / "last.ckpt"), _state(tmp_path / "single" / "checkpoints" / "last.ckpt")
     if centering == "ema":

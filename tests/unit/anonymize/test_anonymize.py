@@ -21,7 +21,7 @@ from facefd.anonymize.attributes import FixedAttributes  # noqa: E402
 from facefd.models.faces import WholeImage  # noqa: E402
 from facefd.anonymize.pipeline import TextToImage, load_pipeline  # noqa: E402
 from facefd.data.attributes import CELEBA_ATTRIBUTES  # noqa: E402
-from runs import run_script# noqa: E402
+from runs import run_inprocess  # noqa: E402
 from tiny_sd import build_tiny_pipeline  # noqa: E402
 
 ATTRS = {"Male": 0.2, "Smiling": 0.8, "Eyeglasses": 0.1, "age": 30, "ethnicity": "White"}
@@ -402,7 +402,7 @@ def test_reid_metrics_against_brute_force():
 def test_cli_anonymize_then_evaluate(tiny_sd, faces_dir, tmp_path):
     pytest.importorskip("dlib")
     out = tmp_path / "anon"
-    proc = run_script(["anonymize.py", f"input={faces_dir}", f"output={out}", f"anonymizer.generator.pipe.model={tiny_sd}",
+    proc = run_inprocess(["anonymize.py", f"input={faces_dir}", f"output={out}", f"anonymizer.generator.pipe.model={tiny_sd}",
                  "anonymizer.generator.pipe.vae=null", "anonymizer.generator.size=32", "anonymizer.generator.steps=2",
                  "anonymizer.generator.pipe.scheduler=dpmpp_2m_sde_karras", "attribute_source=fixed",
                  "anonymizer.attributes.attributes={Male:0.2,Smiling:0.8,age:30,ethnicity:White}"], tmp_path)
@@ -420,7 +420,7 @@ def test_cli_anonymize_then_evaluate(tiny_sd, faces_dir, tmp_path):
     images = {k: v for k, v in _digest(out).items() if k.endswith(".png") or k.endswith(".jpg")}
     assert images and {k: v for k, v in _digest(again).items() if k in images} == images
     ev = tmp_path / "eval"
-    proc = run_script(["evaluate.py", "task=anonymization", f"original={faces_dir}", f"anonymized={out}",
+    proc = run_inprocess(["evaluate.py", "task=anonymization", f"original={faces_dir}", f"anonymized={out}",
                  "extractors=[dlib,random:test_resnet]", "fd_extractors=[random:test_resnet]", "num_workers=0",
                  f"cache_dir={tmp_path / 'cache'}", f"out={ev}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

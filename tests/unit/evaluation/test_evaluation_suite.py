@@ -21,7 +21,7 @@ from facefd.evaluation.correlate import correlate, read_ratings
 from facefd.evaluation.image_sets import ImageSet
 from facefd.evaluation.neighbors import grid_size, knn_search
 from facefd.evaluation.perturbations import GaussianBlur, GaussianNoise
-from runs import run_script
+from runs import run_inprocess
 
 POOLED = "{_target_:helpers.PooledPixels}"
 
@@ -63,7 +63,7 @@ def test_heavier_perturbations_move_further(probe_root, tmp_path):
 def test_benchmark_cli_writes_tables_and_chart(probe_root, tmp_path):
     other = generate_sample_faces(tmp_path / "other", num_images=80, image_size=48, seed=3, progress=False)
     out = tmp_path / "bench"
-    proc = run_script(["evaluate.py", "task=benchmark", f"reference.root={probe_root}", f"sets=[drawn@{other}]",
+    proc = run_inprocess(["evaluate.py", "task=benchmark", f"reference.root={probe_root}", f"sets=[drawn@{other}]",
                  f"metrics=[{POOLED},random:test_resnet]", "perturb=[hflip,blur,grayscale]", "num_samples=80",
                  "bootstrap=10", "rescale.set=blur", "num_workers=0", f"cache_dir={tmp_path / 'cache'}", f"out={out}"],
                 tmp_path)
@@ -149,7 +149,7 @@ def test_neighbors_cli_json_and_grid(probe_root, tmp_path):
     for p in images[100:250]:
         shutil.copy(p, gallery)
     out = tmp_path / "nn"
-    proc = run_script(["evaluate.py", "task=neighbors", f"queries={queries}", f"gallery={gallery}",
+    proc = run_inprocess(["evaluate.py", "task=neighbors", f"queries={queries}", f"gallery={gallery}",
                  f"extractors=[{POOLED},random:test_resnet]", "k=3", "distance=l2", "thumb=32", "num_workers=0",
                  f"cache_dir={tmp_path / 'cache'}", f"out={out}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -230,7 +230,7 @@ def test_curve_from_a_csv_log(tmp_path):
     log = tmp_path / "run" / "csv" / "version_0"
     log.mkdir(parents=True)
     (log / "metrics.csv").write_text("epoch,step,train/loss,val/fdd\n0,9,1.0,\n0,9,,12.5\n1,19,0.8,\n1,19,,7.25\n")
-    proc = run_script(["evaluate.py", "task=curve", f"run={tmp_path / 'run'}", f"out={tmp_path / 'out'}"], tmp_path)
+    proc = run_inprocess(["evaluate.py", "task=curve", f"run={tmp_path / 'run'}", f"out={tmp_path / 'out'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = (tmp_path / "out" / "curve.csv").read_text().splitlines()
     assert lines == ["metric,step,value", "val/fdd,9,12.5", "val/fdd,19,7.25"]

@@ -1,8 +1,5 @@
 """The FID Inception without a file: fetched, verified and cached, then equal to torchmetrics' own FID
 on the same file (the independent reference); files that claim the standard name or hold pickled code."""
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -34,27 +31,31 @@ def test_a_file_with_the_standard_name_must_have_its_hash(fid_weights, tmp_path)
         build_extractor("inception", fake)
 
 
-PAYLOAD = """
-import os, sys, torch
 class Payload:
+    """Unpickling this runs ``touch MARKER`` (what a malicious ``.pth`` does)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("touch " + sys.argv[1],))
-torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1), "x": Payload()}, sys.argv[2])
-"""
+        import os
+
+        return (os.system, ("touch " + self.marker,))
 
 
 @pytest.mark.parametrize("entry", ["inception@{}", "timm:test_resnet@{}"])
 @pytest.mark.parametrize("force_unsafe_default", [False, True])
-def test_a_pickled_payload_in_a_weights_file_never_runs(tmp_path, force_unsafe_default, entry):
+def test_a_pickled_payload_in_a_weights_file_never_runs(tmp_path, monkeypatch, force_unsafe_default, entry):
     """With ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` torch's default is the old unpickle-anything one: the
-    loader passes ``weights_only=True`` itself, so the marker still never appears."""
+    loader passes ``weights_only=True`` itself, so the marker still never appears. The reference is
+    pickle's own behaviour: the same file loaded with ``weights_only=False`` does run the payload."""
     marker, weights = tmp_path / "marker", tmp_path / "evil.pth"
-    subprocess.run([sys.executable, "-c", PAYLOAD, str(marker), str(weights)], check=True)
-    env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if force_unsafe_default else {}
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1), "x": Payload(str(marker))}, weights)
+    if force_unsafe_default:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     name, _, path = entry.format(weights).partition("@")
-    code = ("from facefd.metrics.extractors import build_extractor\n"
-            f"build_extractor({name!r}, {path!r})")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**__import__('os').environ, **env})
-    assert proc.returncode != 0 and "not a plain weights file" in proc.stderr
+    with pytest.raises(WeightsFileError, match="not a plain weights file"):
+        build_extractor(name, path)
     assert not marker.exists()
+    torch.load(weights, weights_only=False)  # the file really carries the payload
+    assert marker.exists()

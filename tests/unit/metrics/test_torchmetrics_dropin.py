@@ -200,10 +200,10 @@ def test_fid_on_a_mixed_size_folder_through_the_task_commands(tmp_path, fid_weig
     equal size"). task=benchmark and task=probe_table extract through `extract_features`, tested above."""
     import json
 
-    from runs import run_script
+    from runs import run_inprocess
 
     a, b = _mixed_folder(tmp_path / "a"), _mixed_folder(tmp_path / "b", n=9)
-    proc = run_script(["evaluate.py", "task=fd", f"a={a}", f"b={b}", "metric=fid",
+    proc = run_inprocess(["evaluate.py", "task=fd", f"a={a}", f"b={b}", "metric=fid",
                  f"metric.feature_extractor.weights_path={fid_weights}", "num_workers=0", "batch_size=4",
                  f"out={tmp_path / 'fd.json'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

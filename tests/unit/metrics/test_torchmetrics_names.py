@@ -92,6 +92,25 @@ def test_forward_returns_the_batch_value():
         FrechetDistance(MeanColour())(real, real=True)
 
 
+def test_update_count_is_torchmetrics():
+    """``update_count`` (what torchmetrics' warnings and user code read) moves as torchmetrics' own FID's
+    does: one per ``update``, one per ``forward``; ``reset`` leaves it, as torchmetrics does."""
+    real, fake = _uint8(6, 1), _uint8(6, 2, scale=200)
+    counts = []
+    for metric in (FrechetDistance(MeanColour(), reset_real_features=False),
+                   tm_fid.FrechetInceptionDistance(MeanColour(), reset_real_features=False)):
+        metric.update(real, real=True)
+        metric.update(fake, real=False)
+        seen = [metric.update_count]
+        metric(fake, real=False)
+        seen.append(metric.update_count)
+        metric.compute()
+        metric.reset()
+        seen.append(metric.update_count)
+        counts.append(seen)
+    assert counts[0] == counts[1] and counts[1][0] == 2
+
+
 def test_error_types_are_torchmetrics():
     for bad in (lambda: FrechetDistance(MeanColour(), normalize=1),
                 lambda: FrechetDistance(MeanColour(), reset_real_features="no"),

@@ -94,3 +94,28 @@ def test_teacher_temperature_warmup():
     assert np.all(sched[30:] == 0.07)
     loss_fn = DINOLoss(8, 2, 0.04, 0.07, 30, 100)
     assert loss_fn.teacher_temp(500) == pytest.approx(0.07)  # past the schedule: the last value
+
+
+@pytest.mark.parametrize("warmup_epochs,nepochs", [(30, 100), (5, 5), (0, 3), (1, 2)])
+def test_temperature_schedule_is_dinos_array_and_clamps_past_its_end(warmup_epochs, nepochs):
+    """main_dino.py's array, length and values: linspace over the warm-up, then the final value; past the
+    last epoch (a resumed run trained longer) the last value, where the reference would index out of range."""
+    want = np.concatenate((np.linspace(0.04, 0.07, warmup_epochs), np.ones(nepochs - warmup_epochs) * 0.07))
+    got = teacher_temperature_schedule(0.04, 0.07, warmup_epochs, nepochs)
+    assert got.shape == want.shape and np.array_equal(got, want)
+    loss_fn = DINOLoss(8, 2, 0.04, 0.07, warmup_epochs, nepochs)
+    assert [loss_fn.teacher_temp(e) for e in range(nepochs + 3)] == [want[min(e, nepochs - 1)] for e in range(nepochs + 3)]
+
+
+def test_last_entropies_are_the_teachers_targets_entropies():
+    """What the collapse diagnostics read after each step: mean per-row entropy of the centred, sharpened
+    teacher softmax, and the entropy of its batch mean (scipy's softmax and entropy by hand)."""
+    rng = np.random.default_rng(3)
+    student, teacher = rng.normal(size=(4 * 6, 16)), rng.normal(size=(2 * 6, 16))
+    loss_fn = DINOLoss(16, 4, 0.2, 0.2, 0, 1)
+    assert loss_fn.last_entropies is None  # nothing to report before the first step
+    loss_fn(torch.tensor(student, dtype=torch.float32), torch.tensor(teacher, dtype=torch.float32), epoch=0)
+    q = softmax(teacher / 0.2, axis=-1)
+    mean = q.mean(0)
+    want = (float(np.mean(-(q * np.log(q)).sum(1))), float(-(mean * np.log(mean)).sum()))
+    assert [float(h) for h in loss_fn.last_entropies] == pytest.approx(want, rel=1e-5)
