@@ -240,7 +240,7 @@ class FrechetDistance(Metric):
         return feats
 
     def update(self, imgs: Tensor, real: bool) -> None:  # type: ignore[override]
-        self.update_features(self.extract(imgs), real)
+        self._accumulate(self.extract(imgs), real)  # torchmetrics' update wrapper has counted this call
 
     def forward(self, imgs: Tensor, real: bool) -> Tensor:  # type: ignore[override]
         """torchmetrics' ``forward``: add the batch, and return the distance of the batch's own state
@@ -314,14 +314,17 @@ class FrechetDistance(Metric):
 
     def update_features(self, feats: Tensor, real: bool) -> None:
         """Accumulate precomputed features ``[N, num_features]`` (shape checked, cast to float64)."""
+        self._accumulate(feats, real)
+        self._computed = None  # what torchmetrics' update wrapper does: a cached compute() is stale now
+        self._update_count += 1
+
+    def _accumulate(self, feats: Tensor, real: bool) -> None:
         s = "real" if real else "fake"
         if real and self._reference is not None:
             raise RuntimeError("reference statistics are loaded: real images are not accumulated "
                                "(call clear_reference() to stream real images again)")
         if feats.ndim != 2 or feats.shape[1] != self.num_features:
             raise ValueError(f"features must be [N, {self.num_features}], got {tuple(feats.shape)}")
-        self._computed = None  # what torchmetrics' update wrapper does: a cached compute() is stale now
-        self._update_count += 1
         shift = getattr(self, f"{s}_shift")
         if not self._shift_set[s]:
             shift.copy_(feats.to(torch.float64).mean(0))

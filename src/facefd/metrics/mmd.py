@@ -103,14 +103,17 @@ class CMMD(Metric):
         """Embed a batch of images and add it to the real or generated set."""
         if self.embedder is None:
             raise RuntimeError("this CMMD has no embedder: pass embedder=<module> or use update_features()")
-        self.update_features(self.embedder(imgs), real)
+        self._add(self.embedder(imgs), real)  # torchmetrics' update wrapper has counted this call
 
     def update_features(self, embeddings: Tensor, real: bool) -> None:
         """Add ``[N, D]`` embeddings to the real or generated set."""
-        if embeddings.ndim != 2:
-            raise ValueError(f"embeddings must be [N, D], got {tuple(embeddings.shape)}")
+        self._add(embeddings, real)
         self._update_count += 1  # what torchmetrics' update wrapper counts; a cached compute() is stale now
         self._computed = None
+
+    def _add(self, embeddings: Tensor, real: bool) -> None:
+        if embeddings.ndim != 2:
+            raise ValueError(f"embeddings must be [N, D], got {tuple(embeddings.shape)}")
         e = embeddings.detach().to(torch.float64)
         if self.normalize_embeddings:
             e = e / e.norm(dim=1, keepdim=True).clamp_min(1e-12)
