@@ -87,3 +87,19 @@ def test_a_healthy_run_logs_the_diagnostics_and_does_not_warn(caplog):
     assert 0 <= h < 0.99 * math.log(m.out_dim) and hb >= h - 1e-4 and kl > 0.01
     assert float(metrics["train/loss"]) == pytest.approx(h + kl, rel=1e-4)  # the cross-entropy is H + KL
     assert "collapse" not in caplog.text and m.collapse_warning is None
+
+
+def test_thresholds_are_strict_and_the_messages_carry_the_numbers():
+    """"Above" 0.99 ln K and "under" 0.1 nats / 0.01 KL, as CollapseThresholds documents: the limits
+    themselves are healthy. The warnings print the measured values, the margin and the epoch count."""
+    from facefd.models.dino.collapse import message
+
+    ln_k = math.log(64)
+    assert diagnose(0.99 * ln_k, ln_k, 0.5, 64) is None
+    assert diagnose(0.1 - 1e-12, 0.1, 0.001, 64) is None and diagnose(0.05, 0.05, 0.01, 64) is None
+    assert diagnose(0.05, 0.05, 0.01 - 1e-12, 64) == "dominant"
+    text = message("uniform", 4.1, 4.15, 0.0, 64, 3)
+    assert f"entropy 4.100 has stayed within 1% of ln(out_dim)={ln_k:.3f} for 3 epochs" in text
+    text = message("dominant", 0.01, 0.05, 0.002, 64, 4)
+    assert f"batch-mean entropy 0.050 nats (about {math.exp(0.05):.1f} prototypes in use) with KL 0.0020 for 4 " \
+        "epochs" in text

@@ -71,3 +71,37 @@ def test_lars_step_matches_formula():
     q = 0.001 * torch.norm(w0) / torch.norm(dp)
     torch.testing.assert_close(w.detach(), w0 - 0.1 * q * dp)
     torch.testing.assert_close(bias.detach(), b0 - 0.1 * bias.grad)  # 1-d: no decay, no scaling
+
+
+def test_lars_defaults_are_the_references_over_two_steps():
+    """DINO's ``utils.LARS(params, lr=0, weight_decay=0, momentum=0.9, eta=0.001)``: with only the LR given,
+    two steps follow the reference's update written here (momentum buffer mu = 0.9 mu + q dp)."""
+    assert {k: LARS([nn.Parameter(torch.ones(2, 2))]).defaults[k] for k in ("lr", "weight_decay", "momentum", "eta")} \
+        == {"lr": 0, "weight_decay": 0, "momentum": 0.9, "eta": 0.001}
+    w = nn.Parameter(torch.tensor([[1.0, 2.0], [2.0, 1.0]]))
+    opt = LARS([w], lr=0.5)
+    mu, expected = torch.zeros(2, 2), w.detach().clone()
+    for grad in (torch.tensor([[0.1, 0.0], [0.0, 0.2]]), torch.tensor([[0.0, -0.3], [0.1, 0.0]])):
+        w.grad = grad.clone()
+        q = 0.001 * torch.norm(expected) / torch.norm(grad)
+        mu = 0.9 * mu + q * grad
+        expected = expected - 0.5 * mu
+        opt.step()
+        torch.testing.assert_close(w.detach(), expected)
+
+
+def test_groups_follow_dinos_get_params_groups_for_odd_parameters():
+    """main_dino's rule: a name ending in ``.bias`` or a 1-d tensor is not decayed (so a 2-d bias is not),
+    and frozen parameters are skipped without dropping the ones after them."""
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.frozen = nn.Parameter(torch.ones(3, 3), requires_grad=False)
+            self.proj = nn.Linear(3, 3)
+            self.proj.bias = nn.Parameter(torch.zeros(1, 3))  # a 2-d bias (as some attention blocks keep)
+            self.scale = nn.Parameter(torch.ones(1))
+
+    m = Odd()
+    decayed, plain = regularization_groups([m])
+    assert [id(p) for p in decayed["params"]] == [id(m.proj.weight)]
+    assert {id(p) for p in plain["params"]} == {id(m.proj.bias), id(m.scale)}

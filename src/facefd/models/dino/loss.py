@@ -23,18 +23,29 @@ def sinkhorn_knopp(logits: torch.Tensor, temperature: float, iterations: int = 3
 
     ``logits`` ``[B, K]`` -> ``[B, K]`` rows that each sum to 1, alternately rescaled so that every
     prototype gets an equal share of the batch (``B / K`` rows' worth): the teacher may not pile a batch
-    onto a few prototypes, so the student has to tell more images apart. Under DDP the prototype sums and
-    the batch size are reduced over all processes, so the equal shares hold for the global batch.
+    onto a few prototypes, so the student has to tell more images apart. Under DDP the prototype sums are
+    reduced over all processes, so the equal shares hold for the global batch.
+
+    Args:
+        logits: the teacher's ``[B, K]`` scores.
+        temperature: the teacher temperature the scores are divided by.
+        iterations: rounds of the two normalisations (SwAV and DINOv2: 3).
+
+    Returns:
+        ``[B, K]`` float32 targets, each row summing to 1.
+
+    Example:
+        >>> q = sinkhorn_knopp(torch.tensor([[2.0, 0.0], [1.0, 0.0]]), temperature=1.0, iterations=50)
+        >>> [round(float(v), 3) for v in q.sum(0)]  # both prototypes get half the batch
+        [1.0, 1.0]
     """
     distributed = dist.is_available() and dist.is_initialized()
     # In the log domain: at DINO's sharp temperatures exp() of the scores underflows float32 (0 / 0 = NaN).
+    # SwAV also scales every column to B/K and the total to 1; constant factors cancel in the row step that
+    # ends each round, so only the two normalisations are kept (and no all-reduce of the batch size).
     log_q = logits.detach().float() / temperature
-    batch = torch.tensor(float(log_q.shape[0]), device=log_q.device)
-    if distributed:
-        dist.all_reduce(batch)
-    log_share = torch.log(batch / log_q.shape[1])  # every prototype holds B / K rows' worth
     for _ in range(iterations):
-        log_q = log_q - _logsumexp_over_batch(log_q, distributed) + log_share
+        log_q = log_q - _logsumexp_over_batch(log_q, distributed)  # every prototype the same share
         log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True)  # every row a distribution
     return log_q.exp()
 
