@@ -40,8 +40,8 @@ CORE: dict[str, list[str]] = {
     "models/probe/logistic.py": ["tests/unit/callbacks/test_knn_probe.py"],
     "models/probe/heads.py": ["tests/unit/models/test_probe.py"],
     "data/batched_multicrop.py": ["tests/unit/data/test_batched_multicrop.py"],
-    "anonymize/prompts.py": ["tests/unit/anonymize/test_anonymize.py"],
-    "data/manifest.py": ["tests/unit/anonymize/test_anonymize.py", "tests/unit/anonymize/test_manifest_is_data.py"],
+    "anonymize/prompts.py": ["tests/unit/anonymize/test_prompts.py"],
+    "data/manifest.py": ["tests/unit/data/test_manifest.py", "tests/unit/anonymize/test_manifest_is_data.py"],
 }
 SUMMARY = re.compile(r"^\s*(\S+): (\w[\w ]*)$")
 

@@ -59,53 +59,20 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------- prompts
-def test_word_ages_get_no_year_old():
-    from facefd.anonymize.prompts import age_phrase
-
-    assert [age_phrase(a) for a in (34, 33.6, "20-29", "30 - 39", "more than 70", "elderly", "middle-aged")] == [
-        "34 year old", "34 year old", "20-29 year old", "30 - 39 year old", "elderly", "elderly", "middle-aged"]
-    assert build_prompts({"Male": 0.9, "age": "elderly", "ethnicity": "Asian"}).positive.startswith(
-        "closeup portrait photo of a asian elderly man")
-
-
-def test_prompt_text_follows_algorithm_1():
-    attrs = {"Male": 0.8, "Young": 0.9, "age": 34, "ethnicity": "East Asian", "Smiling": 0.7, "No_Beard": 0.9,
-             "Wearing_Hat": 0.2, "5_o_Clock_Shadow": 0.6}
-    p = build_prompts(attrs)
-    # certainty order: beard (|0.1-0.5|), hat (0.3), smiling (0.2), 5 o'clock (0.1); Young dropped (age known)
-    assert p.positive == "closeup portrait photo of a east asian 34 year old man, smiling, 5 o'clock shadow"
-    assert p.negative == "beard, wearing a hat"
-    assert p.dropped == []
-    p = build_prompts({"Male": 0.3, "Young": 0.6, "No_Beard": 0.2, "ethnicity": {"Black": 0.7, "White": 0.3},
-                       "age": {"20-29": 0.6, "30-39": 0.4}})
-    assert p.positive == "closeup portrait photo of a black 20-29 year old woman, beard"
-    p = build_prompts({"Male": 0.9, "Young": 0.8, "Wearing_Necktie": 0.95})
-    assert p.positive == "closeup portrait photo of a man, wearing a necktie, young"
-    assert "no beard" not in build_prompts({"No_Beard": 0.99}).positive + build_prompts({"No_Beard": 0.01}).negative
-
-
-def test_token_limit_with_clip_vocabulary(pipe):
+def test_pipeline_tokenizer_counts_as_clip_and_chunked_prompts_encode(pipe):
+    """The pipeline's tokenizer (rebuilt from CLIP's vocabulary) counts as CLIP's own BPE (open_clip), and a
+    prompt of all 40 attributes (over 77 tokens) encodes with ``long_prompts="chunk"``."""
     open_clip = pytest.importorskip("open_clip")
     tokenizer = open_clip.tokenizer.SimpleTokenizer()
     count = lambda text: len(tokenizer.encode(text))  # noqa: E731 - CLIP's own BPE, content tokens
-    # the pipeline's tokenizer (rebuilt from the same vocabulary) counts the same
     from facefd.anonymize.prompts import clip_token_counter
 
     hf_count = clip_token_counter(pipe.tokenizer)
     sample = "closeup portrait photo of a white 30 year old woman, 5 o'clock shadow, wearing a necklace"
     assert hf_count(sample) == count(sample)
-
-    rng = np.random.default_rng(0)
-    attrs = {n: float(rng.choice([0.05, 0.2, 0.35, 0.65, 0.8, 0.95])) for n in CELEBA_ATTRIBUTES}
-    attrs.update(age=30, ethnicity="White")
+    attrs = {n: 0.95 if i % 2 else 0.05 for i, n in enumerate(CELEBA_ATTRIBUTES)}
     full = build_prompts(attrs, count, long_prompts="chunk")
-    assert count(full.positive) + count(full.negative) > 110 and full.dropped == []  # all 40 need ~121
-    fitted = build_prompts(attrs, count, max_tokens=75, long_prompts="truncate")
-    assert fitted.positive_tokens <= 75 and fitted.negative_tokens <= 75 and fitted.dropped
-    certainty = {n: abs(attrs[n] - 0.5) for n in attrs if n in CELEBA_ATTRIBUTES}
-    kept = [n for n in certainty if n not in fitted.dropped and n not in ("Male", "Young")]
-    assert max(certainty[n] for n in fitted.dropped) <= min(certainty[n] for n in kept)  # least certain go first
-
+    assert count(full.positive) > 75
     t2i = TextToImage(pipe, steps=2, size=32, long_prompts="chunk")
     emb = t2i._embeddings([full.positive], [full.negative])
     assert emb["prompt_embeds"].shape[1] > 77 and emb["prompt_embeds"].shape == emb["negative_prompt_embeds"].shape
