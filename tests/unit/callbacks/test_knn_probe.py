@@ -53,31 +53,6 @@ def test_online_probe_in_a_dino_run(tmp_path, sample_root):
     assert any(r.get("val/knn_acc/Wearing_Hat") for r in rows)
 
 
-def test_logistic_probe_matches_scipy_optimum():
-    from scipy.optimize import minimize
-
-    from facefd.models.probe.logistic import fit_logistic_probe
-
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(300, 5)) * np.array([1.0, 3.0, 0.5, 2.0, 1.0]) + 4.0
-    y = ((x[:, 0] - 4.0) + 0.5 * rng.normal(size=300) > 0).astype(np.float64)
-    l2 = 0.01
-    z = (x - x.mean(0)) / x.std(0, ddof=1)
-
-    def objective(theta):  # mean BCE + l2/2 ||w||^2 on standardised features, written out
-        w, b = theta[:5], theta[5]
-        s = z @ w + b
-        loss = np.mean(np.logaddexp(0, s) - y * s) + 0.5 * l2 * w @ w
-        p = 1 / (1 + np.exp(-s))
-        grad = np.concatenate([z.T @ (p - y) / len(y) + l2 * w, [np.mean(p - y)]])
-        return loss, grad
-
-    ref = minimize(objective, np.zeros(6), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15})
-    probe = fit_logistic_probe(torch.from_numpy(x), torch.from_numpy(y[:, None]), l2=l2)
-    np.testing.assert_allclose(probe.weight[:, 0].numpy(), ref.x[:5], atol=1e-5)
-    np.testing.assert_allclose(float(probe.bias[0]), ref.x[5], atol=1e-5)
-
-
 def test_online_linear_probe_in_a_dino_run(tmp_path, sample_root):
     cfg = compose_train(tmp_path, ["trainer.max_epochs=1", "callbacks.knn_probe.method=linear"], sample_root)
     run(cfg)
