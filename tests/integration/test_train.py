@@ -22,15 +22,21 @@ def test_fast_dev_run_writes_nothing(tmp_path, sample_root, caplog):
     assert "KNNProbe" not in caplog.text and "initial network" not in caplog.text
 
 
-def test_short_run_exports_a_working_extractor(tmp_path, sample_root):
-    cfg = compose_train(tmp_path, [], sample_root)
-    value = run(cfg)
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, sample_root) -> tuple[Path, float]:
+    """The tiny default run (2 epochs, no loader workers), shared by the tests that read its outputs."""
+    out = tmp_path_factory.mktemp("short_run")
+    return out, run(compose_train(out, [], sample_root))
+
+
+def test_short_run_exports_a_working_extractor(short_run):
+    out, value = short_run
     assert value is not None and 0 < value < 10
-    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts
-    metrics = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
+    metrics = (out / "csv" / "version_0" / "metrics.csv").read_text()
     assert "train/loss_epoch" in metrics and "train/lr" in metrics
-    ext = load_extractor(tmp_path / "extractor" / "extractor.safetensors")
+    ext = load_extractor(out / "extractor" / "extractor.safetensors")
     assert ext.card["source"]["global_step"] == 6
     feats = ext(torch.rand(5, 3, 32, 32))
     assert feats.shape == (5, 96) and torch.isfinite(feats).all()
@@ -42,12 +48,15 @@ def _state(ckpt: Path) -> dict:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_resume_equals_uninterrupted_run(tmp_path, sample_root, workers):
+def test_resume_equals_uninterrupted_run(tmp_path, sample_root, short_run, workers):
     # With workers the loader prefetches its first indices when its iterator is made, before Lightning's
     # set_epoch on a resumed run: this once replayed epoch 0's crops (0.63 max weight difference).
     w = [f"data.num_workers={workers}"]
-    straight = tmp_path / "straight"
-    run(compose_train(straight, w, sample_root))
+    if workers == 0:
+        straight = short_run[0]  # the same run, already made
+    else:
+        straight = tmp_path / "straight"
+        run(compose_train(straight, w, sample_root))
 
     interrupted = tmp_path / "interrupted"
     cfg = compose_train(interrupted, w + ["+callbacks.stop._target_=helpers.StopAfterEpoch",
@@ -117,13 +126,12 @@ def test_optuna_sweep(tmp_path, sample_root):
     assert "best_value" in results and "model.optimizer.lr" in results
 
 
-def test_export_task_from_checkpoint(tmp_path, sample_root):
-    run(compose_train(tmp_path / "run", ["trainer.max_epochs=1"], sample_root))
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+def test_export_task_from_checkpoint(tmp_path, short_run):
+    ckpt = short_run[0] / "checkpoints" / "last.ckpt"
     proc = run_inprocess(["evaluate.py", "task=export", f"ckpt_path={ckpt}", f"out={tmp_path / 'exported'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = load_extractor(tmp_path / "exported")
-    b = load_extractor(tmp_path / "run" / "extractor")
+    b = load_extractor(short_run[0] / "extractor")
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(a(x), b(x))
 

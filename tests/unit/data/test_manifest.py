@@ -11,15 +11,16 @@ from facefd.data.manifest import ManifestError, read_manifest, record_path
 def test_records_come_back_and_every_other_line_is_named(tmp_path, caplog):
     path = tmp_path / "manifest.jsonl"
     first, second = {"key": "a.png", "status": "anonymized"}, {"key": "b/c.jpg", "status": "no_face", "n": 2}
+    third = {"key": "e.png", "status": "anonymized"}
     lines = [json.dumps(first), "", "   ", json.dumps([1, 2]), json.dumps({"status": "x"}), json.dumps(second),
-             '{"key": "d.png", "sta']  # the last line cut off by a killed run
+             '{"key": "d.png", "sta', json.dumps(third)]  # a line cut off by a killed run, then the resumed run's
     path.write_text("\n".join(lines))
     with caplog.at_level(logging.WARNING, logger="facefd.data.manifest"):
-        assert read_manifest(path) == [first, second]
+        assert read_manifest(path) == [first, second, third]
     warnings = [r.getMessage() for r in caplog.records]
     assert warnings == [f"{path}:4 is not a manifest record; skipped", f"{path}:5 is not a manifest record; skipped",
                         f"{path}:7 is not a complete JSON record (a run cut off while writing?); skipped"]
-    assert read_manifest(str(path)) == [first, second]  # a path given as text
+    assert read_manifest(str(path)) == [first, second, third]  # a path given as text
 
 
 def test_record_path_messages_name_the_key_and_the_folder(tmp_path):

@@ -100,6 +100,9 @@ def test_thresholds_are_strict_and_the_messages_carry_the_numbers():
     assert diagnose(0.05, 0.05, 0.01 - 1e-12, 64) == "dominant"
     text = message("uniform", 4.1, 4.15, 0.0, 64, 3)
     assert f"entropy 4.100 has stayed within 1% of ln(out_dim)={ln_k:.3f} for 3 epochs" in text
+    from facefd.models.dino.collapse import CollapseThresholds
+
+    assert "within 70% of ln(out_dim)" in message("uniform", 4.1, 4.15, 0.0, 64, 3, CollapseThresholds(uniform_fraction=0.3))
     text = message("dominant", 0.01, 0.05, 0.002, 64, 4)
     assert f"batch-mean entropy 0.050 nats (about {math.exp(0.05):.1f} prototypes in use) with KL 0.0020 for 4 " \
         "epochs" in text
