@@ -96,7 +96,7 @@ def test_update_count_and_a_frozen_embedder():
     metric = CMMD(embedder)
     assert not any(p.requires_grad for p in embedder.parameters())
     metric.train()
-    assert not embedder.training
+    assert metric.training and not embedder.training
     images = torch.rand(5, 3, 4, 4)
     metric.update(images, real=True)
     metric.update_features(torch.rand(4, 6), real=False)
