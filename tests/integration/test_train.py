@@ -136,26 +136,29 @@ def test_export_task_from_checkpoint(tmp_path, short_run):
     torch.testing.assert_close(a(x), b(x))
 
 
-@pytest.mark.parametrize("centering", ["ema", "sinkhorn"])
-def test_ddp_two_processes_equal_one_process_with_the_full_batch(tmp_path, sample_root, centering):
+def test_ddp_two_processes_equal_one_process_with_the_full_batch(tmp_path, sample_root):
     """2 CPU processes (gloo) x batch 4 must train exactly like 1 process x batch 8: same images and
     crops (the sampler shards one seeded permutation), gradients averaged by DDP, the teacher center
     all-reduced (or, with Sinkhorn-Knopp targets, the prototype shares taken over the global batch), the LR
     scaled by the total batch. LayerNorm ViT and SGD keep round-off from being
     amplified (SyncBatchNorm is GPU-only, so the sample preset's BN head is switched off here; Adam's
-    normalisation magnifies 1e-9 differences)."""
+    normalisation magnifies 1e-9 differences). Both centerings run in one real launch (a Hydra multirun of
+    two DDP jobs); the one-process references run in-process."""
     common = [*[o for o in TINY_TRAIN if not o.startswith("data.batch_size")], "backbone=vit_tiny",
               "backbone.model_name=test_vit", "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=0.5",
-              "model.freeze_last_layer=0", "model.head.use_bn=false", f"data.root={sample_root}",
-              f"model.centering={centering}"]
-    ddp = run_script(["train.py", "trainer=ddp_sim", "data.batch_size=4", f"hydra.run.dir={tmp_path / 'ddp'}", *common], tmp_path)
+              "model.freeze_last_layer=0", "model.head.use_bn=false", f"data.root={sample_root}"]
+    ddp = run_script(["train.py", "-m", "trainer=ddp_sim", "data.batch_size=4", "model.centering=ema,sinkhorn",
+                      f"hydra.sweep.dir={tmp_path / 'ddp'}", "hydra.sweep.subdir=${model.centering}", *common], tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = run_inprocess(["train.py", "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}", *common], tmp_path)
-    assert single.returncode == 0, single.stderr[-3000:]
-    a, b = _state(tmp_path / "ddp" / "checkpoints" / "last.ckpt"), _state(tmp_path / "single" / "checkpoints" / "last.ckpt")
-    if centering == "ema":
-        assert torch.count_nonzero(b["criterion.center"]) > 0  # the center moved, so comparing it means something
-    else:  # Sinkhorn-Knopp targets keep no center: the weights below carry the global-batch shares
-        assert torch.count_nonzero(b["criterion.center"]) == 0
-    for key in b:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+    for centering in ("ema", "sinkhorn"):
+        single = run_inprocess(["train.py", "data.batch_size=8", f"model.centering={centering}",
+                                f"hydra.run.dir={tmp_path / 'single' / centering}", *common], tmp_path)
+        assert single.returncode == 0, single.stderr[-3000:]
+        a = _state(tmp_path / "ddp" / centering / "checkpoints" / "last.ckpt")
+        b = _state(tmp_path / "single" / centering / "checkpoints" / "last.ckpt")
+        if centering == "ema":
+            assert torch.count_nonzero(b["criterion.center"]) > 0  # the center moved, so comparing it means something
+        else:  # Sinkhorn-Knopp targets keep no center: the weights below carry the global-batch shares
+            assert torch.count_nonzero(b["criterion.center"]) == 0
+        for key in b:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=f"{centering}: {key}")
