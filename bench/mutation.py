@@ -35,6 +35,7 @@ CORE: dict[str, list[str]] = {
     "models/dino/schedules.py": ["tests/unit/models/test_schedules_and_optim.py"],
     "models/dino/koleo.py": ["tests/unit/models/test_koleo.py"],
     "models/dino/collapse.py": ["tests/unit/models/test_collapse.py"],
+    "models/dino/module.py": ["tests/unit/models/test_dino_module.py"],  # optimizer step, LR, clipping, centre
     "models/optim.py": ["tests/unit/models/test_schedules_and_optim.py", "tests/unit/models/test_dino_module.py"],
     "models/probe/knn.py": ["tests/unit/callbacks/test_knn_probe.py", "tests/unit/evaluation/test_evaluation_suite.py"],
     "models/probe/logistic.py": ["tests/unit/models/test_logistic_probe.py"],
