@@ -88,6 +88,8 @@ def test_crop_parameters_have_reference_rates_and_factors():
     assert glob1[:, bm.SOLARIZE].sum() == 0 and local[:, bm.SOLARIZE].sum() == 0
     sig = local[local[:, bm.SIGMA] > 0, bm.SIGMA].numpy()
     assert stats.kstest(sig, "uniform", args=(0.1, 1.9)).pvalue > 1e-3
+    # DINO's GaussianBlur(radius_min=0.1, radius_max=2.0) for the global views too
+    assert stats.kstest(glob1[:, bm.SIGMA].numpy(), "uniform", args=(0.1, 1.9)).pvalue > 1e-3
 
     # colour-jitter factors and op order against torchvision ColorJitter's own draws
     torch.manual_seed(1)
@@ -101,6 +103,17 @@ def test_crop_parameters_have_reference_rates_and_factors():
     assert len(perms) == 24
     table = np.array([[ours_orders.count(q) for q in perms], [ref_orders.count(q) for q in perms]])
     assert stats.chi2_contingency(table).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("locals_", [0, 1])
+def test_few_local_crops_get_boxes_of_their_own(locals_):
+    """One local crop is drawn like any other (a box inside the image, local scale); none leaves two globals."""
+    recipe = _default_recipe(local_crops_number=locals_)
+    torch.manual_seed(0)
+    params = bm.sample_multicrop_params(64, 80, recipe)
+    assert params.shape == (2 + locals_, bm.NUM_PARAMS)
+    top, left, h, w = params[:, :4].T
+    assert (h > 0).all() and (w > 0).all() and (top + h <= 64).all() and (left + w <= 80).all()
 
 
 def test_blur_radius_scales_with_crop_size():
@@ -227,6 +240,117 @@ def test_rendered_crop_equals_torchvision_ops_in_the_reference_order():
     x = TF.solarize(TF.gaussian_blur(x, [k, k], [0.25, 0.25]), bm.SOLARIZE_THRESHOLD)
     x = TF.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     torch.testing.assert_close(crops[1][0], x, atol=2e-3, rtol=0)
+
+
+def _reference_crop(img: torch.Tensor, row: torch.Tensor, size: int, kernel: int) -> torch.Tensor:
+    """One crop by torchvision's functional ops in DINO's order, each applied only when its row says so."""
+    top, left, h, w = row[:4].long().tolist()
+    x = TF.resized_crop(img.float() / 255, top, left, h, w, [size, size], interpolation=T.InterpolationMode.BICUBIC,
+                        antialias=True).clamp(0, 1)
+    if row[bm.FLIP] > 0:
+        x = x.flip(-1)
+    if row[bm.JITTER] > 0:
+        ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+        for op in row[bm.ORDER].long().tolist():
+            x = ops[op](x, float(row[(bm.BRIGHTNESS, bm.CONTRAST, bm.SATURATION, bm.HUE)[op]]))
+    if row[bm.GRAY] > 0:
+        x = TF.rgb_to_grayscale(x, num_output_channels=3)
+    if row[bm.SIGMA] > 0:
+        x = TF.gaussian_blur(x, [kernel, kernel], [float(row[bm.SIGMA])] * 2)
+    if row[bm.SOLARIZE] > 0:
+        x = TF.solarize(x, bm.SOLARIZE_THRESHOLD)
+    return TF.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+
+def test_every_crop_of_a_batch_follows_its_own_draws():
+    """Three images of two sizes, every crop as drawn (flags on for some rows and off for others): each crop
+    equals torchvision's ops applied per its own row, so an op applied to rows that did not draw it, or rows
+    mixed between images or crops, fails."""
+    aug = _aug(device="cpu")
+    recipe = aug.batched.recipe
+    imgs = [(_images(1, size=s, seed=i)[0] * 255).round().to(torch.uint8) for i, s in enumerate((40, 48, 40))]
+    torch.manual_seed(3)
+    params = torch.stack([bm.sample_multicrop_params(img.shape[1], img.shape[2], recipe) for img in imgs])
+    for flag in (bm.FLIP, bm.JITTER, bm.GRAY, bm.SOLARIZE):  # each op on in some crops and off in others
+        params[:, :, flag] = (torch.arange(params.shape[1])[None] + torch.arange(3)[:, None] + flag) % 2
+    params[:, :, bm.SIGMA] = torch.where(params[:, :, bm.FLIP] > 0, params[:, :, bm.SIGMA].clamp_min(0.3), 0.0)
+    crops = aug.batched.render({"source": imgs, "source_is_jpeg": torch.tensor([False] * 3), "aug": params})
+    assert len(crops) == params.shape[1] == 4
+    for c, batch in enumerate(crops):
+        size = recipe.global_crop_size if c < 2 else recipe.local_crop_size
+        kernel = bm.blur_kernel_size(recipe.global_blur_radius[1] if c < 2 else recipe.local_blur_radius[1])
+        for i, img in enumerate(imgs):
+            torch.testing.assert_close(batch[i], _reference_crop(img, params[i, c], size, kernel), atol=2e-3, rtol=0,
+                                       msg=f"image {i}, crop {c}")
+
+
+@pytest.mark.parametrize("height,width,scale", [(10, 1000, (0.9, 1.0)), (1001, 9, (0.9, 1.0)), (40, 48, (1.5, 2.0)),
+                                                (30, 40, (1.5, 2.0)), (40, 30, (1.5, 2.0)), (1, 1, (0.1, 0.2))])
+def test_when_no_attempt_fits_the_fallback_is_torchvisions(height, width, scale):
+    """Shapes and scales where no drawn box can fit: every box is RandomResizedCrop's own fallback (the centre
+    crop with the ratio clamped to [3/4, 4/3]; the whole image when its ratio is in range, including the
+    range's ends), which torchvision's get_params returns for these shapes every time."""
+    img = torch.zeros(3, height, width)
+    want = torch.tensor(T.RandomResizedCrop.get_params(img, list(scale), [3 / 4, 4 / 3]), dtype=torch.float32)
+    boxes = bm.sample_crop_boxes(height, width, 6, scale)
+    assert torch.equal(boxes, want.expand(6, 4))
+
+
+def test_a_box_may_take_the_whole_width_or_height():
+    """Boxes equal to the image's full width or height are allowed (``<=``), as in torchvision: with scale
+    (1, 1) on a square image only the whole image fits, and it is drawn, not the fallback."""
+    torch.manual_seed(0)
+    boxes = bm.sample_crop_boxes(32, 32, 50, (1.0, 1.0), ratio=(1.0, 1.0))
+    assert torch.equal(boxes, torch.tensor([[0.0, 0.0, 32.0, 32.0]]).expand(50, 4))
+    assert bm.sample_crop_boxes(1, 1, 3, (1.0, 1.0), ratio=(1.0, 1.0)).tolist() == [[0, 0, 1, 1]] * 3
+    one_pixel = bm.sample_crop_boxes(2, 2, 20, (0.25, 0.25), ratio=(1.0, 1.0))  # a 1x1 box fits and is drawn
+    assert one_pixel[:, 2:].eq(1).all() and set(map(tuple, one_pixel[:, :2].tolist())) == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.1, 0.5, 0.9, 1.0, 2.0, 2.4])
+def test_blur_kernels_reach_three_sigma_and_no_further(sigma):
+    """An odd kernel whose half-width covers 3 sigma (99.7 % of the Gaussian) by less than one tap, at least 3 taps."""
+    k = bm.blur_kernel_size(sigma)
+    half = (k - 1) // 2
+    assert k % 2 == 1 and k >= 3 and half >= 3 * sigma and (half - 1 < 3 * sigma or half == 1)
+
+
+def test_saturation_above_one_clips_like_torchvision():
+    """A saturation factor of 1.8 pushes strong colours past 1: clipped to [0, 1] as torchvision's op does."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 8, 8, generator=g)
+    x[:, 0] = 0.95  # a strong red channel
+    factors = torch.tensor([1.8, 0.2, 1.0])
+    got = bm.adjust_saturation(x, factors)
+    assert float(got.max()) == 1.0
+    for i, f in enumerate(factors.tolist()):
+        torch.testing.assert_close(got[i], TF.adjust_saturation(x[i], f), atol=1e-4, rtol=0)  # PIL's red weight
+
+
+def test_blur_of_a_crop_smaller_than_its_kernel_repeats_the_edge():
+    """A 2x3 crop under a 7-tap kernel: reflection cannot pad past the edge, so the edge is repeated, as
+    scipy's ``mode="nearest"`` convolution does (the reference here, separable in float64)."""
+    from scipy.ndimage import correlate1d
+
+    g = torch.Generator().manual_seed(1)
+    for h, w in ((2, 3), (3, 3), (5, 4)):
+        x = torch.rand(1, 3, h, w, generator=g)
+        got = bm.gaussian_blur(x, torch.tensor([1.0]), 7)
+        taps = np.exp(-0.5 * np.arange(-3, 4) ** 2)
+        taps /= taps.sum()
+        if 3 < min(h, w):  # wide enough: reflection, as torchvision pads
+            want = TF.gaussian_blur(x[0], [7, 7], [1.0, 1.0]).numpy()
+        else:
+            want = correlate1d(correlate1d(x[0].double().numpy(), taps, axis=1, mode="nearest"), taps, axis=2,
+                               mode="nearest")
+        np.testing.assert_allclose(got[0].numpy(), want, atol=1e-5)
+
+
+def test_roi_align_shrinks_by_three_as_an_area_average():
+    """A 3x shrink samples every pixel of each 3x3 bin (the adaptive sampling ratio): the 3x3 area average."""
+    x = _images(1, size=48)
+    out = bm.crop_and_resize(list(x), _params_for_boxes([(0, 0, 48, 48)]), torch.tensor([0]), 16, "roi_align")
+    torch.testing.assert_close(out[0], F.avg_pool2d(x, 3)[0], atol=1e-6, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------- data path
