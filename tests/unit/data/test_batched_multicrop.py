@@ -446,6 +446,47 @@ def test_bad_settings_are_clear_errors():
         _aug(device="tpu")
     with pytest.raises(ValueError, match="decode=device needs"):
         _aug(decode="device")
+    recipe = _default_recipe()
+    for kw, message in ((dict(resample="nearest"), r"^resample must be one of \('bicubic', 'roi_align'\), got 'nearest'$"),
+                        (dict(device="tpu"), r"^batched multi-crop device must be one of \('cpu', 'cuda', 'accelerator'\), got 'tpu'$"),
+                        (dict(decode="gpu"), r"^decode must be one of \('loader', 'device'\), got 'gpu'$")):
+        with pytest.raises(ValueError, match=message):
+            bm.BatchedMultiCrop(recipe, (0.5,) * 3, (0.5,) * 3, **kw)
+    default = bm.BatchedMultiCrop(recipe, (0.5,) * 3, (0.5,) * 3)  # renders on the trainer's device, PIL decodes
+    assert (default.device, default.decode, default.resample) == ("accelerator", "loader", "bicubic")
+
+
+def test_collate_keeps_sources_paths_indices_and_labels():
+    """By hand: sources stay a list, parameters become one host array, a missing path is "", labels stack."""
+    a = {"source": torch.zeros(3, 4, 5, dtype=torch.uint8), "source_is_jpeg": 0, "aug": torch.ones(4, bm.NUM_PARAMS),
+         "index": 7, "path": "a.png", "attributes": torch.tensor([1.0, 0.0])}
+    b = {"source": torch.ones(3, 6, 6, dtype=torch.uint8), "source_is_jpeg": 1, "aug": torch.zeros(4, bm.NUM_PARAMS),
+         "index": 2, "attributes": torch.tensor([0.0, 1.0])}
+    batch = bm.BatchedMultiCrop.collate([a, b])
+    assert batch["source"][0] is a["source"] and batch["source"][1] is b["source"]
+    assert batch["source_is_jpeg"] == [False, True] and batch["path"] == ["a.png", ""]
+    assert isinstance(batch["aug"], np.ndarray) and batch["aug"].shape == (2, 4, bm.NUM_PARAMS)
+    assert batch["aug"][0].min() == 1 and batch["aug"][1].max() == 0
+    assert torch.equal(batch["index"], torch.tensor([7, 2]))
+    assert torch.equal(batch["attributes"], torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    assert "attributes" not in bm.BatchedMultiCrop.collate([{k: v for k, v in a.items() if k != "attributes"}])
+
+
+def test_grey_and_palette_images_become_rgb_and_grey_jpegs_decode_raw(tmp_path):
+    """PIL's own RGB conversion is the reference for grey and palette images; a greyscale JPEG is sent raw to
+    the device decoder (``image_size`` says so), and decodes to PIL's pixels up to JPEG decoder rounding."""
+    grey = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8) * 5, mode="L")
+    palette = grey.convert("P")
+    for img in (grey, palette):
+        want = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+        got = bm.pil_to_uint8(img)
+        assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), want)
+    path = tmp_path / "grey.jpg"
+    grey.resize((40, 32)).save(path, quality=95)
+    assert bm.image_size(path) == (32, 40, True)
+    cmyk = tmp_path / "cmyk.jpg"
+    grey.convert("CMYK").save(cmyk)
+    assert bm.image_size(cmyk) == (6, 8, False)  # decoded by PIL in the loader
 
 
 @pytest.mark.slow
