@@ -439,6 +439,12 @@ def test_undecodable_jpeg_on_the_device_names_its_file(jpeg_folder, tmp_path):
     assert all(it["source_is_jpeg"] for it in items)
     with pytest.raises(OSError, match=r"cannot decode JPEG .*broken\.jpg"):
         planned.decode_sources(planned.collate(items), torch.device("cpu"))
+    with pytest.raises(OSError, match=r"\(data\.check_images=true finds such files before training; "
+                                      r"data\.train_transform\.decode=loader decodes with PIL\)$"):
+        planned.decode_sources(planned.collate(items), torch.device("cpu"))
+    unnamed = [dict(it, path="") for it in items]  # a batch built without paths: the item is named instead
+    with pytest.raises(OSError, match=r"cannot decode JPEG item 1 of the batch on cpu"):
+        planned.decode_sources(planned.collate(unnamed), torch.device("cpu"))
 
 
 def test_bad_settings_are_clear_errors():
@@ -484,6 +490,12 @@ def test_grey_and_palette_images_become_rgb_and_grey_jpegs_decode_raw(tmp_path):
     path = tmp_path / "grey.jpg"
     grey.resize((40, 32)).save(path, quality=95)
     assert bm.image_size(path) == (32, 40, True)
+    planned = _aug(device="cpu", decode="device").batched
+    item = dict(planned.plan(path), index=0)
+    assert item["source_is_jpeg"]
+    (decoded,) = planned.decode_sources(planned.collate([item]), torch.device("cpu"))
+    want = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+    assert decoded.shape == (3, 32, 40) and (decoded.float() - want.float()).abs().max() <= 2
     cmyk = tmp_path / "cmyk.jpg"
     grey.convert("CMYK").save(cmyk)
     assert bm.image_size(cmyk) == (6, 8, False)  # decoded by PIL in the loader
