@@ -43,7 +43,13 @@ CORE: dict[str, list[str]] = {
     # the training-and-resume test (7 s a mutant) is left out: the crop and colour numerics are the core here
     "data/batched_multicrop.py": ["tests/unit/data/test_batched_multicrop.py", "-k", "not trains_and_resumes"],
     "anonymize/prompts.py": ["tests/unit/anonymize/test_prompts.py"],
+    "anonymize/anonymizer.py": ["tests/unit/anonymize/test_resume.py", "tests/unit/anonymize/test_manifest_is_data.py"],
     "data/manifest.py": ["tests/unit/data/test_manifest.py", "tests/unit/anonymize/test_manifest_is_data.py"],
+}
+#: modules scored on some of their functions only (``Class.method`` for methods): the rest has other tests
+FUNCTIONS: dict[str, list[str]] = {
+    "anonymize/anonymizer.py": ["seed_for", "save_clean", "output_intact", "Anonymizer._finished",
+                                "Anonymizer._check_output_names"],  # resume
 }
 SUMMARY = re.compile(r"^\s*(\S+): (\w[\w ]*)$")
 
@@ -67,12 +73,22 @@ def scratch_copy(module: str, tests: list[str]) -> Path:
     return work
 
 
+def mutant_patterns(module: str) -> list[str]:
+    """mutmut's names of the mutants of the functions listed in ``FUNCTIONS`` (all of the module's if none)."""
+    dotted = "facefd." + module.removesuffix(".py").replace("/", ".")
+    names = []
+    for function in FUNCTIONS.get(module, []):
+        cls, _, method = function.rpartition(".")
+        names.append(f"{dotted}.x\u01c1{cls}\u01c1{method}__mutmut_*" if cls else f"{dotted}.x_{function}__mutmut_*")
+    return names
+
+
 def run_module(module: str, tests: list[str]) -> tuple[dict[str, str], Path]:
-    """``{mutant: status}`` of one module, and its work folder."""
+    """``{mutant: status}`` of one module (or of its functions in ``FUNCTIONS``), and its work folder."""
     work = scratch_copy(module, tests)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=work, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "mutmut", "run", *mutant_patterns(module)], cwd=work, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
                          capture_output=True, text=True).stdout
     return {m.group(1): m.group(2) for m in map(SUMMARY.match, out.splitlines()) if m}, work
