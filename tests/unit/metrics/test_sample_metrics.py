@@ -285,3 +285,87 @@ def test_kid_defaults_are_100_subsets_of_1000_and_two_subsets_have_a_spread():
     v1, v2 = by_hand(2, 50, 1)
     assert kid(real, fake, subsets=2, subset_size=50, generator=torch.Generator().manual_seed(1))[1] == pytest.approx(
         abs(v1 - v2) / np.sqrt(2), rel=1e-9)
+
+
+def _moments(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """One process's ``[d + 1, d + 1]`` moment matrix of ``x - shift`` (sums of outer products, sums, count)."""
+    c = x - shift
+    d = x.shape[1]
+    m = np.zeros((d + 1, d + 1))
+    m[:d, :d], m[:d, d], m[d, :d], m[d, d] = c.T @ c, c.sum(0), c.sum(0), len(x)
+    return m
+
+
+def test_merging_per_process_moments_gives_numpys_mean_and_covariance():
+    """Processes with different shifts (one of them empty, with a shift of its own) merge to numpy's mean and
+    unbiased covariance of all rows; the merged shift is the first non-empty process's."""
+    from facefd.metrics.frechet_metric import merge_moments
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4)) * 3 + 5
+    for parts in ([x[:10], x[:0], x[10:25], x[25:]], [x[:0], x[:12], x[12:]]):
+        shifts = [rng.normal(size=4) * 4 for _ in parts]
+        moments = np.stack([_moments(p, s) for p, s in zip(parts, shifts)])
+        shift, total, outer, n = merge_moments(torch.tensor(np.stack(shifts)), torch.tensor(moments), 4)
+        first = next(i for i, p in enumerate(parts) if len(p))
+        np.testing.assert_array_equal(shift.numpy(), shifts[first])
+        assert float(n) == 30
+        mean = shift.numpy() + total.numpy() / 30
+        cov = (outer.numpy() - np.outer(total.numpy(), total.numpy()) / 30) / 29
+        np.testing.assert_allclose(mean, x.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(cov, np.cov(x, rowvar=False), rtol=1e-10)
+    empty = merge_moments(torch.ones(2, 4), torch.zeros(2, 5, 5, dtype=torch.float64), 4)
+    assert torch.equal(empty[0], torch.ones(4)) and float(empty[3]) == 0 and not empty[1].any()
+    alone = _moments(x, x[0])  # one process, unstacked: as it is
+    shift, total, outer, n = merge_moments(torch.tensor(x[0]), torch.tensor(alone), 4)
+    assert torch.equal(total, torch.tensor(alone[:4, 4])) and torch.equal(outer, torch.tensor(alone[:4, :4]))
+
+
+def _fd_to(mean: np.ndarray, cov: np.ndarray, b: np.ndarray) -> float:
+    """FD between (mean, cov) and the rows ``b``, with scipy's sqrtm (the pytorch-fid formula)."""
+    import scipy.linalg
+
+    cb = np.cov(b, rowvar=False)
+    return float(((mean - b.mean(0)) ** 2).sum() + np.trace(cov + cb - 2 * scipy.linalg.sqrtm(cov @ cb).real))
+
+
+def test_bootstrap_and_fd_infinity_equal_their_definitions_written_here(tmp_path):
+    """The same draws (a torch Generator seeded as documented: ``randint`` for the generated then the real
+    resample, ``randperm`` prefixes for FD∞'s subsets), FDs by scipy, numpy's percentiles and polyfit."""
+    real, fake, _ = gaussians(6, 60, 80)
+    m = FrechetDistance(Width8(), reservoir_size=100)
+    stream(m, real, True)
+    stream(m, fake, False)
+    r, f = m.features(True).double().numpy(), m.features(False).double().numpy()
+    mean_r, cov_r = r.mean(0), np.cov(r, rowvar=False)
+    g = torch.Generator().manual_seed(3)
+    boots = []
+    for _ in range(40):
+        fi = torch.randint(80, (80,), generator=g).numpy()
+        ri = torch.randint(60, (60,), generator=g).numpy()
+        boots.append(_fd_to(r[ri].mean(0), np.cov(r[ri], rowvar=False), f[fi]))
+    ci = m.compute_ci(n_boot=40, alpha=0.2, seed=3)
+    assert ci == {"fd": pytest.approx(_fd_to(mean_r, cov_r, f), rel=1e-7), "low": pytest.approx(np.quantile(boots, 0.1), rel=1e-7),
+                  "high": pytest.approx(np.quantile(boots, 0.9), rel=1e-7), "alpha": 0.2, "n_boot": 40, "n_fake_resampled": 80}
+    # a fixed reference file: the generated set alone is resampled, against the file's statistics
+    m.save_reference(tmp_path / "ref.npz")
+    fixed = FrechetDistance(Width8(), reservoir_size=100)
+    fixed.load_reference(tmp_path / "ref.npz")
+    stream(fixed, fake, False)
+    g = torch.Generator().manual_seed(5)
+    boots = [_fd_to(mean_r, cov_r, f[torch.randint(80, (80,), generator=g).numpy()]) for _ in range(40)]
+    ci = fixed.compute_ci(n_boot=40, alpha=0.2, seed=5)
+    assert (ci["low"], ci["high"]) == (pytest.approx(np.quantile(boots, 0.1), rel=1e-7),
+                                       pytest.approx(np.quantile(boots, 0.9), rel=1e-7))
+
+    out = m.compute_fd_infinity(num_points=6, min_size=20, seed=4)
+    sizes = sorted({int(round(1 / v)) for v in np.linspace(1 / 20, 1 / 80, 6)})
+    g = torch.Generator().manual_seed(4)
+    values = [_fd_to(mean_r, cov_r, f[torch.randperm(80, generator=g)[:s].numpy()]) for s in sizes]
+    slope, intercept = np.polyfit(1 / np.array(sizes), values, 1)
+    assert out["sizes"] == sizes and out["values"] == pytest.approx(values, rel=1e-7)
+    assert (out["fd_infinity"], out["slope"]) == (pytest.approx(intercept, rel=1e-7), pytest.approx(slope, rel=1e-7))
+    assert m.compute_fd_infinity(num_points=4)["sizes"][0] == 16  # default smallest subset: N / 5
+    assert fixed.compute_fd_infinity(num_points=6, min_size=20, seed=4)["fd_infinity"] == pytest.approx(intercept, rel=1e-7)
+    with pytest.raises(RuntimeError, match=r"^FD∞ needs a reservoir of generated features larger than min_size=80 \(has 80\)$"):
+        m.compute_fd_infinity(min_size=80)
