@@ -369,3 +369,27 @@ def test_bootstrap_and_fd_infinity_equal_their_definitions_written_here(tmp_path
     assert fixed.compute_fd_infinity(num_points=6, min_size=20, seed=4)["fd_infinity"] == pytest.approx(intercept, rel=1e-7)
     with pytest.raises(RuntimeError, match=r"^FD∞ needs a reservoir of generated features larger than min_size=80 \(has 80\)$"):
         m.compute_fd_infinity(min_size=80)
+
+
+def test_kid_is_seeded_and_feature_mistakes_are_named(tmp_path):
+    """compute_kid draws its subsets from a Generator seeded with ``seed`` (kernels.kid with that generator);
+    features of the wrong shape, and real features while a reference file is loaded, are refused by name."""
+    from facefd.metrics.kernels import kid
+
+    real, fake, _ = gaussians(7, 40, 50)
+    m = FrechetDistance(Width8(), reservoir_size=100)
+    stream(m, real, True)
+    stream(m, fake, False)
+    want = kid(m.features(True), m.features(False), 6, 12, torch.Generator().manual_seed(2))
+    assert m.compute_kid(subsets=6, subset_size=12, seed=2) == {"kid_mean": want[0], "kid_std": want[1]}
+    assert m.compute_kid(subsets=6, subset_size=12, seed=3) != m.compute_kid(subsets=6, subset_size=12, seed=2)
+    for bad in (torch.zeros(8), torch.zeros(3, 7)):
+        with pytest.raises(ValueError, match=rf"^features must be \[N, 8\], got {tuple(bad.shape)}$".replace("(", r"\(")
+                           .replace(")", r"\)")):
+            m.update_features(bad, real=False)
+    m.save_reference(tmp_path / "ref.npz")
+    fixed = FrechetDistance(Width8())
+    fixed.load_reference(tmp_path / "ref.npz")
+    with pytest.raises(RuntimeError, match=r"^reference statistics are loaded: real images are not accumulated "
+                                           r"\(call clear_reference\(\) to stream real images again\)$"):
+        fixed.update_features(torch.zeros(2, 8), real=True)
