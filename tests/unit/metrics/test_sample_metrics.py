@@ -393,3 +393,25 @@ def test_kid_is_seeded_and_feature_mistakes_are_named(tmp_path):
     with pytest.raises(RuntimeError, match=r"^reference statistics are loaded: real images are not accumulated "
                                            r"\(call clear_reference\(\) to stream real images again\)$"):
         fixed.update_features(torch.zeros(2, 8), real=True)
+
+
+def test_two_samples_per_set_suffice_and_reset_follows_reset_real_features():
+    """torchmetrics' rule: more than one sample per set (two compute; one raises). reset() clears the real set
+    too unless ``reset_real_features=False``; the extractor never asks for gradients."""
+    real, fake, _ = gaussians(8, 2, 2)
+    m = FrechetDistance(Width8())
+    assert not any(p.requires_grad for p in m.extractor.parameters())
+    stream(m, real, True)
+    stream(m, fake[:1], False)
+    with pytest.raises(RuntimeError, match="More than one sample is required"):
+        m.compute()
+    stream(m, fake[1:], False)
+    want = frechet_distance(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
+    assert float(m.compute()) == pytest.approx(float(want), rel=1e-6, abs=1e-9)
+    m.reset()
+    assert m.counts == {"real": 0, "fake": 0}
+    keep = FrechetDistance(Width8(), reset_real_features=False)
+    stream(keep, real, True)
+    stream(keep, fake, False)
+    keep.reset()
+    assert keep.counts == {"real": 2, "fake": 0}
