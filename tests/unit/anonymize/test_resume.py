@@ -124,3 +124,56 @@ def test_inputs_that_would_share_an_output_are_refused_before_any_work(tmp_path)
     assert not out.exists() or not any(out.iterdir())  # refused before any work
     same = _anonymizer(mode="paste", output_format="same").run(src, out, progress=False)
     assert (same["anonymized"], same["no_face"]) == (3, 2)  # each output keeps its input's name: no clash
+
+
+def test_resume_reads_past_records_it_ignores_and_renamed_outputs(tmp_path, caplog):
+    """A JPEG input written as PNG is done on the re-run; a record that leaves the folder or names another
+    output is passed over (with a warning naming it), and the records after it still count; residual-face
+    records are done only while on_no_face is skip."""
+    src, out = _photos(tmp_path / "in", n=2, blank=()), tmp_path / "out"
+    Image.new("RGB", (24, 24), (90, 60, 30)).save(src / "c.jpg")
+    assert _anonymizer(mode="paste").run(src, out, progress=False)["anonymized"] == 3
+    good = (out / "manifest.jsonl").read_text()
+    bad = [json.dumps({"key": "../escape.png", "status": "anonymized", "output": str(tmp_path / "escape.png")}),
+           json.dumps({**_records(out)[0], "output": str(tmp_path / "elsewhere.png")})]
+    (out / "manifest.jsonl").write_text(bad[0] + "\n" + bad[1] + "\n" + good)
+    caplog.clear()
+    again = _anonymizer(mode="paste").run(src, out, progress=False)
+    assert again["skipped"] == 3 and again["anonymized"] == 0
+    assert f"{out / 'manifest.jsonl'}: manifest key '../escape.png' is not a relative path inside {out}; the record is " \
+        "ignored" in caplog.text
+
+    right_half = lambda im: [Box(16, 8, 24, 16)]  # noqa: E731 - the face replaced, on the right
+    corner = lambda im: [Box(0, 0, 3, 3)]  # noqa: E731 - a face found afterwards where none was generated
+    residual = Anonymizer(Grey(), lambda face: {"Male": 0.9}, right_half, mode="paste", margin=0.0,
+                          residual_detector=corner)
+    out2 = tmp_path / "out2"
+    assert residual.run(src, out2, progress=False)["residual_face"] == 3
+    assert residual.run(src, out2, progress=False)["skipped"] == 3
+    blur = Anonymizer(Grey(), lambda face: {"Male": 0.9}, right_half, mode="paste", margin=0.0, on_no_face="blur",
+                      residual_detector=corner)
+    assert blur.run(src, out2, progress=False)["skipped"] == 0
+
+
+def test_clash_messages_list_five_and_same_format_needs_no_hint(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(6):
+        for ext in ("jpg", "png"):
+            Image.new("RGB", (8, 8)).save(src / f"{i}.{ext}")
+    with pytest.raises(OutputNameClashError) as info:
+        _anonymizer(mode="paste").run(src, tmp_path / "out", progress=False)
+    assert str(info.value).count(" -> ") == 5 and str(info.value).startswith("6 output name clash(es)")
+    shouty = tmp_path / "shouty"
+    shouty.mkdir()
+    for name in ("A.PNG", "a.png"):
+        Image.new("RGB", (8, 8)).save(shouty / name)
+    with pytest.raises(OutputNameClashError) as info:
+        _anonymizer(mode="paste", output_format="same").run(shouty, tmp_path / "out3", progress=False)
+    assert str(info.value).endswith(".png")  # no output_format hint: "same" is already chosen
+
+
+def test_an_unknown_extension_is_saved_as_png(tmp_path):
+    img = Image.new("RGB", (8, 8), (1, 2, 3))
+    save_clean(img, tmp_path / "a.tif")
+    assert Image.open(tmp_path / "a.tif").format == "PNG"
