@@ -29,7 +29,7 @@ CORE: dict[str, list[str]] = {
     "metrics/mmd.py": ["tests/unit/metrics/test_cmmd.py"],
     "metrics/reservoir.py": ["tests/unit/metrics/test_sample_metrics.py"],
     "metrics/frechet_metric.py": ["tests/unit/metrics/test_frechet_metric.py", "tests/unit/metrics/test_sample_metrics.py",
-                                  "tests/unit/metrics/test_torchmetrics_names.py"],
+                                  "tests/unit/metrics/test_torchmetrics_names.py", "tests/unit/metrics/test_metric_in_module.py"],
     "models/dino/loss.py": ["tests/unit/models/test_dino_loss.py", "tests/unit/models/test_sinkhorn.py"],
     "models/dino/head.py": ["tests/unit/models/test_dino_head.py"],
     "models/dino/schedules.py": ["tests/unit/models/test_schedules_and_optim.py"],
