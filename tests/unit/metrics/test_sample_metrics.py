@@ -415,3 +415,47 @@ def test_two_samples_per_set_suffice_and_reset_follows_reset_real_features():
     stream(keep, fake, False)
     keep.reset()
     assert keep.counts == {"real": 2, "fake": 0}
+
+
+class RecordsDtype(torch.nn.Module):
+    """Mean colour, remembering the dtype it was handed; it declares ``input_dtype`` uint8 or float32."""
+
+    num_features = 3
+
+    def __init__(self, uint8: bool) -> None:
+        super().__init__()
+        self.seen = []
+        self.input_dtype = torch.uint8 if uint8 else torch.float32
+
+    def forward(self, x):
+        self.seen.append(x.dtype)
+        return x.float().mean(dim=(2, 3))
+
+
+def test_input_dtype_growing_batches_forward_and_the_image_errors():
+    """A module declaring ``input_dtype = torch.uint8`` gets uint8 images, float32 floats; batches that grow
+    (2 then 5 rows) give numpy's statistics; ``forward`` adds to the generated set; bad images are named."""
+    imgs = (torch.rand(7, 3, 6, 6, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    for uint8 in (True, False):
+        module = RecordsDtype(uint8)
+        m = FrechetDistance(module)
+        m.update(imgs[:2], real=True)
+        m.update(imgs[2:], real=True)
+        assert module.seen == [torch.uint8 if uint8 else torch.float32] * 2
+        feats = imgs.double().mean(dim=(2, 3)) / (1 if uint8 else 255)
+        stats = m.statistics(True)
+        np.testing.assert_allclose(stats.mean.numpy(), feats.numpy().mean(0), rtol=1e-6)
+        np.testing.assert_allclose(stats.cov.numpy(), np.cov(feats.numpy(), rowvar=False), rtol=1e-5, atol=1e-9)
+    m = FrechetDistance(RecordsDtype(False), reset_real_features=False)
+    m.update(imgs[:3], real=True)
+    m(imgs[3:], real=False)  # forward: the batch's value, and the batch added to the generated set
+    assert m.counts == {"real": 3, "fake": 4}
+    for bad, message in ((imgs[0], r"^expected images \[N, 3, H, W\], got shape \(3, 6, 6\)$"),
+                         (imgs[:, :1], r"^expected images \[N, 3, H, W\], got shape \(7, 1, 6, 6\)$"),
+                         (imgs.float() / 255, r"^float images need normalize=True \(values in \[0, 1\]\); with "
+                                              r"normalize=False pass uint8 images in \[0, 255\]$"),
+                         (imgs.to(torch.int32), r"^images must be uint8 or float, got torch.int32$")):
+        with pytest.raises(ValueError, match=message):
+            FrechetDistance(RecordsDtype(False)).update(bad, real=True)
+    with pytest.raises(RuntimeError, match=r"^this needs stored features: create the metric with reservoir_size > 0$"):
+        m.features(True)
