@@ -459,3 +459,36 @@ def test_input_dtype_growing_batches_forward_and_the_image_errors():
             FrechetDistance(RecordsDtype(False)).update(bad, real=True)
     with pytest.raises(RuntimeError, match=r"^this needs stored features: create the metric with reservoir_size > 0$"):
         m.features(True)
+
+
+class NoWidth(torch.nn.Module):
+    """A module that declares no width (or a tensor / zero one): the metric learns it from one dummy batch,
+    and records what it was handed."""
+
+    def __init__(self, out_shape=(5,), num_features=None):
+        super().__init__()
+        self.out_shape, self.seen = out_shape, []
+        if num_features is not None:
+            self.num_features = num_features
+
+    def forward(self, x):
+        self.seen.append((tuple(x.shape), x.dtype))
+        return torch.zeros(x.shape[0], *self.out_shape)
+
+
+def test_feature_width_from_the_module_or_a_dummy_batch():
+    """As torchmetrics does: ``num_features`` when given (an int or a 0-d tensor), else the width of the output
+    on 2 images of ``input_img_size`` (uint8 when the module gets images as given, torchmetrics' dummy);
+    anything but [N, D] is one error naming the module and shapes."""
+    assert FrechetDistance(NoWidth(num_features=torch.tensor(4))).num_features == 4
+    probed = NoWidth(num_features=0)
+    assert FrechetDistance(probed, input_img_size=(3, 8, 6)).num_features == 5
+    assert probed.seen == [((2, 3, 8, 6), torch.uint8)]
+    floats = NoWidth()
+    floats.input_dtype = torch.float32
+    FrechetDistance(floats, input_img_size=(3, 4, 4))
+    assert floats.seen == [((2, 3, 4, 4), torch.float32)]
+    with pytest.raises(ValueError, match=r"^NoWidth returned torch.Size\(\[2, 5, 2\]\) on a dummy batch of \(2, 3, 4, 4\); "
+                                         r"a feature extractor must return \[N, D\] \(pass num_features= and "
+                                         r"input_img_size= if it needs other input\)$"):
+        FrechetDistance(NoWidth(out_shape=(5, 2)), input_img_size=(3, 4, 4))
