@@ -492,3 +492,30 @@ def test_feature_width_from_the_module_or_a_dummy_batch():
                                          r"a feature extractor must return \[N, D\] \(pass num_features= and "
                                          r"input_img_size= if it needs other input\)$"):
         FrechetDistance(NoWidth(out_shape=(5, 2)), input_img_size=(3, 4, 4))
+
+
+def test_reference_files_carry_the_extractor_card_and_refuse_another_extractor(tmp_path):
+    """The saved file records the extractor's preprocessing (the card's keys that decide the features) and the
+    caller's metadata; another width or another network is refused with the file's name and fingerprints."""
+    from facefd.metrics.stats import GaussianStats, StatisticsFileError
+
+    extractor = Width8()
+    extractor.card = {"backbone": "tiny", "input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "resize": "bicubic",
+                      "preprocessing_version": 2, "trained_on": "not recorded"}
+    real, _, _ = gaussians(9, 20, 2)
+    m = FrechetDistance(extractor)
+    stream(m, real, True)
+    path = m.save_reference(tmp_path / "ref.npz", metadata={"dataset": "faces"})
+    stats = GaussianStats.load(path)
+    assert stats.metadata["extractor"] == {k: v for k, v in extractor.card.items() if k != "trained_on"}
+    assert stats.metadata["dataset"] == "faces"
+    assert stats.fingerprint == m.fingerprint and stats.count == 20
+    with pytest.raises(StatisticsFileError, match=rf"^{path} holds 8-d statistics; this extractor gives 32-d features$"):
+        FrechetDistance(Width32()).load_reference(path)
+    other = FrechetDistance(Width8(seed=1))  # the same width, other weights
+    with pytest.raises(StatisticsFileError, match=rf"^{path} was computed with another extractor \(fingerprint "
+                                                  rf"{m.fingerprint[:12]}\.\.\., this one is {other.fingerprint[:12]}\.\.\.\)"):
+        other.load_reference(path)
+    fresh = FrechetDistance(Width8())
+    fresh.load_reference(path)
+    assert fresh.counts["real"] == 20 and torch.equal(fresh.statistics(True).mean, stats.mean)
