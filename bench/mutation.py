@@ -35,7 +35,6 @@ CORE: dict[str, list[str]] = {
     "models/dino/schedules.py": ["tests/unit/models/test_schedules_and_optim.py"],
     "models/dino/koleo.py": ["tests/unit/models/test_koleo.py"],
     "models/dino/collapse.py": ["tests/unit/models/test_collapse.py"],
-    "models/dino/module.py": ["tests/unit/models/test_dino_module.py"],  # optimizer step, LR, clipping, centre
     "models/optim.py": ["tests/unit/models/test_schedules_and_optim.py", "tests/unit/models/test_dino_module.py"],
     "models/probe/knn.py": ["tests/unit/callbacks/test_knn_probe.py", "tests/unit/evaluation/test_evaluation_suite.py"],
     "models/probe/logistic.py": ["tests/unit/models/test_logistic_probe.py"],
@@ -46,6 +45,10 @@ CORE: dict[str, list[str]] = {
     "anonymize/anonymizer.py": ["tests/unit/anonymize/test_resume.py", "tests/unit/anonymize/test_manifest_is_data.py"],
     "data/manifest.py": ["tests/unit/data/test_manifest.py", "tests/unit/anonymize/test_manifest_is_data.py"],
 }
+# models/dino/module.py is not listed: mutmut's trampolines replace DINOModule.__init__, whose arguments
+# Lightning's save_hyperparameters reads, so its stats run fails; its optimizer step, LR and clipping are
+# checked by the hand-made mutants listed in docs/development.md.
+
 #: modules scored on some of their functions only (``Class.method`` for methods): the rest has other tests
 FUNCTIONS: dict[str, list[str]] = {
     "anonymize/anonymizer.py": ["seed_for", "save_clean", "output_intact", "Anonymizer._finished",
