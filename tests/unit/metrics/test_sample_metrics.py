@@ -303,7 +303,7 @@ def test_merging_per_process_moments_gives_numpys_mean_and_covariance():
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(30, 4)) * 3 + 5
-    for parts in ([x[:10], x[:0], x[10:25], x[25:]], [x[:0], x[:12], x[12:]]):
+    for parts in ([x[:10], x[:0], x[10:25], x[25:]], [x[:0], x[:12], x[12:]], [x[:1], x[1:2], x[2:]]):
         shifts = [rng.normal(size=4) * 4 for _ in parts]
         moments = np.stack([_moments(p, s) for p, s in zip(parts, shifts)])
         shift, total, outer, n = merge_moments(torch.tensor(np.stack(shifts)), torch.tensor(moments), 4)
@@ -314,8 +314,8 @@ def test_merging_per_process_moments_gives_numpys_mean_and_covariance():
         cov = (outer.numpy() - np.outer(total.numpy(), total.numpy()) / 30) / 29
         np.testing.assert_allclose(mean, x.mean(0), rtol=1e-12)
         np.testing.assert_allclose(cov, np.cov(x, rowvar=False), rtol=1e-10)
-    empty = merge_moments(torch.ones(2, 4), torch.zeros(2, 5, 5, dtype=torch.float64), 4)
-    assert torch.equal(empty[0], torch.ones(4)) and float(empty[3]) == 0 and not empty[1].any()
+    empty = merge_moments(torch.stack([torch.ones(4), 2 * torch.ones(4)]), torch.zeros(2, 5, 5, dtype=torch.float64), 4)
+    assert torch.equal(empty[0], torch.ones(4)) and float(empty[3]) == 0 and not empty[1].any()  # the first's shift
     alone = _moments(x, x[0])  # one process, unstacked: as it is
     shift, total, outer, n = merge_moments(torch.tensor(x[0]), torch.tensor(alone), 4)
     assert torch.equal(total, torch.tensor(alone[:4, 4])) and torch.equal(outer, torch.tensor(alone[:4, :4]))
@@ -369,6 +369,10 @@ def test_bootstrap_and_fd_infinity_equal_their_definitions_written_here(tmp_path
     assert fixed.compute_fd_infinity(num_points=6, min_size=20, seed=4)["fd_infinity"] == pytest.approx(intercept, rel=1e-7)
     with pytest.raises(RuntimeError, match=r"^FD∞ needs a reservoir of generated features larger than min_size=80 \(has 80\)$"):
         m.compute_fd_infinity(min_size=80)
+    three = FrechetDistance(Width8(), reservoir_size=10)
+    stream(three, real, True)
+    stream(three, fake[:3], False)
+    assert three.compute_fd_infinity(num_points=2, min_size=2)["sizes"] == [2, 3]  # three samples are enough
 
 
 def test_kid_is_seeded_and_feature_mistakes_are_named(tmp_path):
