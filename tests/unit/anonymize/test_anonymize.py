@@ -70,9 +70,9 @@ def test_pipeline_tokenizer_counts_as_clip_and_chunked_prompts_encode(pipe):
     hf_count = clip_token_counter(pipe.tokenizer)
     sample = "closeup portrait photo of a white 30 year old woman, 5 o'clock shadow, wearing a necklace"
     assert hf_count(sample) == count(sample)
-    attrs = {n: 0.95 if i % 2 else 0.05 for i, n in enumerate(CELEBA_ATTRIBUTES)}
+    attrs = {n: 0.95 for n in CELEBA_ATTRIBUTES}  # every attribute in the positive prompt: ~110 tokens
     full = build_prompts(attrs, count, long_prompts="chunk")
-    assert count(full.positive) > 75
+    assert count(full.positive) > 77
     t2i = TextToImage(pipe, steps=2, size=32, long_prompts="chunk")
     emb = t2i._embeddings([full.positive], [full.negative])
     assert emb["prompt_embeds"].shape[1] > 77 and emb["prompt_embeds"].shape == emb["negative_prompt_embeds"].shape
