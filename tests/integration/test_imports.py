@@ -19,8 +19,8 @@ def _python(code: str, cwd) -> str:
 
 def test_import_help_and_fd_load_only_what_they_need(tmp_path):
     """One fresh interpreter, in the order a user meets them: ``import facefd`` and ``facefd --help`` load
-    neither torch nor Hydra; ``facefd fd`` then loads torch but no Lightning; a Lightning name (FDDCallback)
-    does load Lightning, so the check can fail."""
+    neither torch nor Hydra; a public name loads torch on first use; ``facefd fd`` loads no Lightning; a
+    Lightning name (FDDCallback) does load Lightning, so the check can fail."""
     for name, seed in (("a", 0), ("b", 1)):
         (tmp_path / name).mkdir()
         rng = np.random.default_rng(seed)
@@ -28,6 +28,7 @@ def test_import_help_and_fd_load_only_what_they_need(tmp_path):
             Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
     out = _python("import sys, facefd\nfrom facefd.cli import main\nmain(['--help'])\n"
                   "print('torch' in sys.modules, 'hydra' in sys.modules)\n"
+                  "assert callable(facefd.frechet_distance) and 'torch' in sys.modules  # loaded on first use\n"
                   "main(['fd', 'a', 'b', '--extractor', 'random:test_resnet', '--num-workers', '0'])\n"
                   f"print('torch' in sys.modules, {LIGHTNING})\n"
                   f"facefd.FDDCallback\nprint(bool({LIGHTNING}))", tmp_path)
