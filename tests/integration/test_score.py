@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from references import brute_prdc, scipy_reference
+from references import brute_prdc, dgm_eval_authpct, scipy_reference
 
 tfi = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
 
@@ -63,16 +63,6 @@ def peer_features(weights, folder):
     with torch.no_grad():
         pool, logits = net(x)
     return pool.double(), logits.double()
-
-
-def dgm_eval_authpct(train, gen):
-    """dgm-eval's formula: a generated sample is authentic when its nearest training sample's own nearest
-    training neighbour is closer than the generated sample is."""
-    real = np.linalg.norm(train[:, None] - train[None], axis=-1)
-    np.fill_diagonal(real, np.inf)
-    d = np.linalg.norm(train[:, None] - gen[None], axis=-1)
-    nearest = d.argmin(axis=0)
-    return 100.0 * np.mean(real.min(axis=0)[nearest] < d.min(axis=0))
 
 
 def test_every_score_from_one_extraction_equals_the_peers(folders, fid_weights, tmp_path, monkeypatch, capsys):

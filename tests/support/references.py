@@ -29,6 +29,16 @@ def brute_prdc(real, fake, k):
     return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
 
 
+def dgm_eval_authpct(train, gen):
+    """dgm-eval's formula: a generated sample is authentic when its nearest training sample's own nearest
+    training neighbour is closer than the generated sample is."""
+    real = np.linalg.norm(train[:, None] - train[None], axis=-1)
+    np.fill_diagonal(real, np.inf)
+    d = np.linalg.norm(train[:, None] - gen[None], axis=-1)
+    nearest = d.argmin(axis=0)
+    return 100.0 * np.mean(real.min(axis=0)[nearest] < d.min(axis=0))
+
+
 class LinearFeatures(nn.Module):
     """A fixed linear map of the flattened image: features the test can recompute in numpy. It declares
     float input, so the metric hands it floats in [0, 1] from uint8 or float images."""

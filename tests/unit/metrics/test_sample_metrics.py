@@ -523,3 +523,61 @@ def test_reference_files_carry_the_extractor_card_and_refuse_another_extractor(t
     fresh = FrechetDistance(Width8())
     fresh.load_reference(path)
     assert fresh.counts["real"] == 20 and torch.equal(fresh.statistics(True).mean, stats.mean)
+
+
+def test_the_extras_defaults_are_the_fields_protocols(tmp_path):
+    """Called without arguments: KID with torchmetrics' ``KernelInceptionDistance`` defaults (100 subsets of
+    1000, read from its signature; 1100 rows so the subset size is not clipped), PRDC with the paper's k = 5
+    (against the brute-force reference), FD∞ with Chong & Forsyth's 15 points from N / 5, and a 95 %
+    bootstrap of 100 resamples seeded 0 (re-derived as in the test above). ``compute_prdc(k=3)`` uses k = 3."""
+    import inspect
+
+    from facefd.metrics.kernels import kid
+
+    tm_kid = pytest.importorskip("torchmetrics.image.kid")
+    defaults = inspect.signature(tm_kid.KernelInceptionDistance).parameters
+    rng = np.random.default_rng(11)
+    real, fake = rng.normal(size=(1100, 8)), rng.normal(size=(1100, 8)) + 0.1
+    m = FrechetDistance(Width8(), reservoir_size=1100)
+    stream(m, real, True, chunk=500)
+    stream(m, fake, False, chunk=500)
+    r, f = m.features(True), m.features(False)
+    want = kid(r, f, defaults["subsets"].default, defaults["subset_size"].default, torch.Generator().manual_seed(0))
+    assert m.compute_kid() == {"kid_mean": want[0], "kid_std": want[1]}
+
+    small = FrechetDistance(Width8(), reservoir_size=100)
+    real, fake, _ = gaussians(12, 40, 13)
+    stream(small, real, True)
+    stream(small, fake, False)
+    r, f = small.features(True).double().numpy(), small.features(False).double().numpy()
+    for k, got in ((5, small.compute_prdc()), (3, small.compute_prdc(k=3))):
+        assert got == pytest.approx(brute_prdc(r, f, k), rel=1e-12), k
+    # FD∞ on 13 generated rows: the smallest subset is max(2, 13 // 5) = 2, 15 points from 1/2 to 1/13
+    sizes = sorted({int(round(1 / v)) for v in np.linspace(1 / 2, 1 / 13, 15)})
+    g = torch.Generator().manual_seed(0)
+    mean_r, cov_r = r.mean(0), np.cov(r, rowvar=False)
+    values = [_fd_to(mean_r, cov_r, f[torch.randperm(13, generator=g)[:s].numpy()]) for s in sizes]
+    out = small.compute_fd_infinity()
+    assert out["sizes"] == sizes and out["values"] == pytest.approx(values, rel=1e-7)
+    g = torch.Generator().manual_seed(0)
+    boots = []
+    for _ in range(100):
+        fi = torch.randint(13, (13,), generator=g).numpy()
+        ri = torch.randint(40, (40,), generator=g).numpy()
+        boots.append(_fd_to(r[ri].mean(0), np.cov(r[ri], rowvar=False), f[fi]))
+    ci = small.compute_ci()
+    assert (ci["low"], ci["high"], ci["alpha"], ci["n_boot"]) == (
+        pytest.approx(np.quantile(boots, 0.025), rel=1e-7), pytest.approx(np.quantile(boots, 0.975), rel=1e-7), 0.05, 100)
+
+
+def test_a_reference_saved_for_pytorch_fid_holds_mu_and_sigma(tmp_path):
+    """``save_reference(format="pytorch-fid")`` writes the ``mu``/``sigma`` arrays pytorch-fid's
+    ``calculate_frechet_distance`` reads [numpy's own loader, numpy mean/cov]."""
+    real, _, _ = gaussians(13, 30, 2)
+    m = FrechetDistance(Width8())
+    stream(m, real, True)
+    path = m.save_reference(tmp_path / "ref.npz", format="pytorch-fid")
+    with np.load(path) as data:
+        assert {"mu", "sigma"} <= set(data.files) and "mean" not in data.files
+        np.testing.assert_allclose(data["mu"], real.mean(0), rtol=1e-10)
+        np.testing.assert_allclose(data["sigma"], np.cov(real, rowvar=False), rtol=1e-8, atol=1e-12)

@@ -33,8 +33,11 @@ def _fill(metric, real, fake):
 
 
 def test_states_and_attribute_read_as_torchmetrics_names_them():
-    real, fake = _uint8(10, 0), _uint8(12, 1, scale=180)
-    ours, theirs = _fill(FrechetDistance(MeanColour()), real, fake), _fill(tm_fid.FrechetInceptionDistance(MeanColour()), real, fake)
+    """Two batches a set with different means (so each process's shift differs from the later batches)."""
+    ours, theirs = FrechetDistance(feature_extractor=MeanColour()), tm_fid.FrechetInceptionDistance(MeanColour())
+    for metric in (ours, theirs):
+        _fill(metric, _uint8(10, 0), _uint8(12, 1, scale=180))
+        _fill(metric, _uint8(7, 2, scale=90), _uint8(5, 3, scale=250))
     assert ours.inception is ours.extractor
     for name in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples",
                  "fake_features_sum", "fake_features_cov_sum", "fake_features_num_samples"):
@@ -111,16 +114,51 @@ def test_update_count_is_torchmetrics():
     assert counts[0] == counts[1] and counts[1][0] == 2
 
 
-def test_error_types_are_torchmetrics():
-    for bad in (lambda: FrechetDistance(MeanColour(), normalize=1),
-                lambda: FrechetDistance(MeanColour(), reset_real_features="no"),
-                lambda: FrechetDistance(feature=100)):
-        with pytest.raises(ValueError):
-            bad()
-    with pytest.raises(TypeError):
-        FrechetDistance(feature="inception")
-    with pytest.raises(RuntimeError):
+def test_errors_are_torchmetrics_type_and_text():
+    """The same type and message as torchmetrics' FID for the same mistake (facefd may add a clause after it)."""
+    mistakes = [dict(feature=MeanColour(), normalize=1), dict(feature=MeanColour(), reset_real_features="no"),
+                dict(feature=100), dict(feature="inception")]
+    for kwargs in mistakes:
+        with pytest.raises((ValueError, TypeError)) as theirs:
+            tm_fid.FrechetInceptionDistance(**kwargs)
+        with pytest.raises(theirs.type) as ours:
+            FrechetDistance(**kwargs)
+        assert str(ours.value).startswith(str(theirs.value)), kwargs
+    assert str(ours.value) == "Got unknown input to argument `feature`: 64/192/768/2048 (the FID Inception) or an " \
+                              "nn.Module, not str"
+    with pytest.raises(RuntimeError) as theirs:
+        tm_fid.FrechetInceptionDistance(MeanColour()).compute()
+    with pytest.raises(RuntimeError, match=r"\(the real set has 0\)$") as ours:
         FrechetDistance(MeanColour()).compute()
+    assert str(ours.value).startswith(str(theirs.value))
+
+
+def test_constructor_defaults_are_torchmetrics():
+    """Every argument the two constructors share has torchmetrics' default [inspect.signature of theirs]."""
+    import inspect
+
+    ours = inspect.signature(FrechetDistance).parameters
+    theirs = inspect.signature(tm_fid.FrechetInceptionDistance).parameters
+    shared = [name for name, p in theirs.items() if name in ours and p.default is not inspect.Parameter.empty]
+    assert {"feature", "reset_real_features", "normalize", "input_img_size", "antialias"} <= set(shared)
+    assert {name: ours[name].default for name in shared} == {name: theirs[name].default for name in shared}
+
+
+def test_a_checkpoint_of_one_image_on_a_module_of_its_own_resumes():
+    """torchmetrics' FID on a module of the user's (``inception.conv.*`` keys) after one real image: the weights
+    load into the extractor, and streaming on from the checkpoint gives torchmetrics' value."""
+    theirs = tm_fid.FrechetInceptionDistance(Uint8Only(), input_img_size=(3, 16, 16))
+    theirs.persistent(True)
+    _fill(theirs, _uint8(1, 20, size=16), _uint8(3, 21, size=16, scale=150))
+    mine = Uint8Only()
+    torch.nn.init.normal_(mine.conv.weight)  # other weights, replaced by the checkpoint's
+    ours = FrechetDistance(mine, input_img_size=(3, 16, 16))
+    ours.load_state_dict(theirs.state_dict())
+    torch.testing.assert_close(ours.extractor.conv.weight, theirs.inception.conv.weight, rtol=0, atol=0)
+    for metric in (ours, theirs):
+        _fill(metric, _uint8(6, 22, size=16, scale=60) + 150, _uint8(4, 23, size=16, scale=200))
+    assert int(ours.real_features_num_samples) == 7
+    assert float(ours.compute()) == pytest.approx(float(theirs.compute()), rel=1e-6)
 
 
 class Uint8Only(nn.Module):
