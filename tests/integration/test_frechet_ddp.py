@@ -27,8 +27,17 @@ def _worker(rank: int, world: int, init_file: str, real: np.ndarray, fake: np.nd
     m.update_features(torch.from_numpy(mine_f), real=False)
     value = m.compute().item()  # every rank computes (rank 0 alone would hang)
     p = m.compute_prdc(k=5)  # reservoirs of both ranks merged
+    kid = m.compute_kid(subsets=3, subset_size=50, seed=1)
+    ci = m.compute_ci(n_boot=4, seed=2)
+    fd_inf = m.compute_fd_infinity(num_points=3)
+    with m.sync_context():
+        merged_r, merged_f = m.features(True), m.features(False)
+    np.savez(f"{out}_{rank}_merged.npz", real=merged_r.numpy(), fake=merged_f.numpy(),
+             local_fake=m.features(False).numpy())  # after the extras: this rank's own reservoir again
     np.save(f"{out}_{rank}.npy", np.array([value, m.last_counts["real"], m.last_counts["fake"],
-                                           p["precision"], p["recall"], p["density"], p["coverage"]]))
+                                           p["precision"], p["recall"], p["density"], p["coverage"],
+                                           kid["kid_mean"], kid["kid_std"], ci["n_fake_resampled"],
+                                           max(fd_inf["sizes"])]))
     dist.destroy_process_group()
 
 
@@ -44,8 +53,19 @@ def test_two_processes_equal_one(tmp_path):
     from references import brute_prdc
 
     want_prdc = brute_prdc(real.astype(np.float32).astype(np.float64), fake.astype(np.float32).astype(np.float64), 5)
+    from facefd.metrics.kernels import kid
+
     for rank in range(2):
-        value, n_real, n_fake, *prdc = np.load(tmp_path / f"out_{rank}.npy")
+        value, n_real, n_fake, *prdc, kid_mean, kid_std, n_resampled, largest = np.load(tmp_path / f"out_{rank}.npy")
         assert value == pytest.approx(want, rel=1e-10)
         assert (n_real, n_fake) == (100, 80)
         assert prdc == pytest.approx([want_prdc[k] for k in ("precision", "recall", "density", "coverage")], abs=1e-12)
+        # KID, the bootstrap and FD∞ read both ranks' reservoirs (80 generated rows, not this rank's 45 or 35) ...
+        merged = np.load(tmp_path / f"out_{rank}_merged.npz")
+        assert sorted(merged["fake"][:, 0]) == pytest.approx(sorted(fake[:, 0].astype(np.float32)))
+        want_kid = kid(torch.from_numpy(merged["real"]), torch.from_numpy(merged["fake"]), 3, 50,
+                       torch.Generator().manual_seed(1))
+        assert (kid_mean, kid_std) == (pytest.approx(want_kid[0], rel=1e-9), pytest.approx(want_kid[1], rel=1e-9))
+        assert (n_resampled, largest) == (80, 80)
+        # ... and leave each rank's own state as it was
+        assert len(merged["local_fake"]) == (45, 35)[rank]

@@ -133,8 +133,10 @@ def test_errors_are_torchmetrics_type_and_text():
     assert str(ours.value).startswith(str(theirs.value))
 
 
-def test_constructor_defaults_are_torchmetrics():
-    """Every argument the two constructors share has torchmetrics' default [inspect.signature of theirs]."""
+def test_constructor_defaults_are_torchmetrics(known_inception, fid_weights):
+    """Every argument the two constructors share has torchmetrics' default [inspect.signature of theirs], and
+    the metric made with no argument at all (the standard weights fetched, here from 127.0.0.1) gives the value
+    of torchmetrics' default FID on those weights."""
     import inspect
 
     ours = inspect.signature(FrechetDistance).parameters
@@ -142,6 +144,11 @@ def test_constructor_defaults_are_torchmetrics():
     shared = [name for name, p in theirs.items() if name in ours and p.default is not inspect.Parameter.empty]
     assert {"feature", "reset_real_features", "normalize", "input_img_size", "antialias"} <= set(shared)
     assert {name: ours[name].default for name in shared} == {name: theirs[name].default for name in shared}
+    default = _fill(FrechetDistance(), _uint8(3, 30, size=32), _uint8(3, 31, size=32, scale=160))
+    reference = _fill(tm_fid.FrechetInceptionDistance(feature_extractor_weights_path=str(fid_weights)),
+                      _uint8(3, 30, size=32), _uint8(3, 31, size=32, scale=160))
+    assert default.num_features == 2048
+    assert float(default.compute()) == pytest.approx(float(reference.compute()), rel=1e-5)
 
 
 def test_a_checkpoint_of_one_image_on_a_module_of_its_own_resumes():
