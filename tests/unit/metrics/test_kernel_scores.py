@@ -118,3 +118,35 @@ def test_identity_leak_without_faces_says_how_many_have_one():
         identity_leak(nan, torch.cat([nan[:1], torch.zeros(1, 3)]))
     with pytest.raises(RuntimeError, match=r": 2 reference and 0 generated"):
         identity_leak(torch.zeros(2, 3), nan)
+
+
+def test_the_defaults_are_the_fields():
+    """Called with the data alone: two real samples are enough for authenticity (a gap each), the Inception
+    Score is torch-fidelity's default protocol (10 splits, shuffled with seed 2020), PRDC uses the paper's
+    k = 5 [the brute-force reference], and a leak is dlib's same-person rule, distance below 0.6, with the 8
+    closest pairs."""
+    from facefd.metrics.kernels import prdc
+    from references import brute_prdc
+
+    assert authpct(torch.tensor([[0.0], [1.0]]), torch.tensor([[5.0], [0.2]])) == 50.0  # gaps 1; 5 is 4 away
+    isc = pytest.importorskip("torch_fidelity.metric_isc")
+    logits = torch.from_numpy(np.random.default_rng(5).normal(scale=3.0, size=(40, 7)))
+    want = isc.isc_features_to_metric(logits)
+    assert inception_score(logits) == (pytest.approx(want["inception_score_mean"], rel=1e-12),
+                                       pytest.approx(want["inception_score_std"], rel=1e-9))
+    rng = np.random.default_rng(6)
+    real, fake = rng.normal(size=(30, 3)), rng.normal(size=(25, 3)) + 0.3
+    assert prdc(torch.from_numpy(real), torch.from_numpy(fake)) == pytest.approx(brute_prdc(real, fake, 5), rel=1e-12)
+    ref = torch.zeros(1, 2, dtype=torch.float64)
+    gen = torch.tensor([[0.59, 0.0], [0.61, 0.0]] + [[1.0 + i, 0.0] for i in range(9)], dtype=torch.float64)
+    got = identity_leak(ref, gen)
+    assert (got["leaked"], got["threshold"], len(got["closest"])) == (1, 0.6, 8)
+
+
+def test_identity_distances_are_compared_in_float64():
+    """A face 1e-12 inside the threshold is a leak: in float32 its distance would round up to the threshold
+    itself [worked by hand: 0.6 - 1e-12 is below 0.6 in float64, and float32(0.6 - 1e-12) == float32(0.6)]."""
+    assert np.float32(0.6 - 1e-12) == np.float32(0.6)
+    ref = torch.zeros(1, 2, dtype=torch.float64)
+    got = identity_leak(ref, torch.tensor([[0.6 - 1e-12, 0.0]], dtype=torch.float64), threshold=0.6)
+    assert got["leaked"] == 1 and got["closest"][0][2] == 0.6 - 1e-12
