@@ -46,7 +46,8 @@ CORE: dict[str, list[str]] = {
     "anonymize/prompts.py": ["tests/unit/anonymize/test_prompts.py"],
     "anonymize/anonymizer.py": ["tests/unit/anonymize/test_resume.py", "tests/unit/anonymize/test_manifest_is_data.py"],
     "data/manifest.py": ["tests/unit/data/test_manifest.py", "tests/unit/anonymize/test_manifest_is_data.py"],
-    "models/dino/module.py": ["tests/unit/models/test_dino_module.py"],
+    "models/dino/module.py": ["tests/unit/models/test_dino_module.py", "tests/unit/models/test_collapse.py",
+                              "tests/unit/models/test_koleo.py", "tests/unit/models/test_pretrained_start.py"],
 }
 
 #: functions left unmutated in the scratch copy (``# pragma: no mutate block`` on their header there): mutmut

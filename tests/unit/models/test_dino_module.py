@@ -2,6 +2,7 @@
 center updates per optimizer step, NaN guard."""
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 
@@ -13,11 +14,11 @@ from runs import crops_loader, tiny_module
 
 
 
-def fit(module, n_batches, **trainer_kw):
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=trainer_kw.pop("max_epochs", 1), logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         **trainer_kw)
-    trainer.fit(module, crops_loader(n_batches))
+def fit(module, n_batches, loader=None, **trainer_kw):
+    options = dict(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(**{**options, **trainer_kw})
+    trainer.fit(module, loader if loader is not None else crops_loader(n_batches))
     return trainer
 
 
@@ -159,3 +160,96 @@ def test_every_step_uses_the_scheduled_lr_and_decay_spares_biases_and_norms_and_
             want = norm if norm <= 0.05 else 0.05
             assert step["clipped"][name] == pytest.approx(want, rel=1e-3, abs=1e-8)
     assert sum(norm > 0.05 for raw in recorder.raw for norm in raw.values()) > 10  # clipping had work to do
+
+
+#: what a DINO run logs (docs/dino.md#logged-metrics): the DINO loss per step and per epoch, the schedules per
+#: step, the collapse diagnostics and KoLeo per epoch
+LOGGED = {"train/loss_step", "train/loss_epoch", "train/lr", "train/wd", "train/momentum", "train/teacher_temp",
+          "train/teacher_entropy", "train/teacher_batch_entropy", "train/kl", "train/koleo"}
+
+
+def test_the_logged_metrics_are_the_documented_ones_with_the_schedules_values(tmp_path):
+    """Lightning's CSVLogger over 2 epochs of batches of 4, 4 and 2: the columns are the documented names; each
+    step's LR, weight decay and teacher momentum equal DINO's cosine schedules written in this file, the
+    teacher temperature its warm-up (``np.linspace`` per epoch); the epoch loss is the sample-weighted mean of
+    the step losses, and KL = loss - teacher entropy (both weighted alike) [the definitions, by hand]."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    m = tiny_module(koleo_weight=0.1, momentum_teacher=0.9, warmup_teacher_temp=0.02, teacher_temp=0.04,
+                    warmup_teacher_temp_epochs=2)
+    loader = DataLoader(crops_loader(3).dataset[:10], batch_size=4)
+    trainer = fit(m, 0, max_epochs=2, loader=loader, logger=CSVLogger(tmp_path, name="", version=""),
+                  log_every_n_steps=1)
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert set(rows[0]) - {"epoch", "step"} == LOGGED
+    assert "train/loss_step" in trainer.progress_bar_metrics
+    column = lambda name: [float(r[name]) for r in rows if r[name]]  # noqa: E731
+    base = 5e-3 * 4 / 256
+    for name, want in (("train/lr", reference_cosine(base, 1e-6, 2, 3)), ("train/wd", reference_cosine(0.04, 0.4, 2, 3)),
+                       ("train/momentum", reference_cosine(0.9, 1.0, 2, 3)), ("train/teacher_temp", [0.02] * 3 + [0.04] * 3)):
+        assert column(name) == pytest.approx(list(want), rel=1e-6), name
+    steps, sizes = column("train/loss_step"), [4, 4, 2]
+    for epoch, loss in enumerate(column("train/loss_epoch")):
+        assert loss == pytest.approx(np.dot(steps[3 * epoch:3 * epoch + 3], sizes) / 10, rel=1e-6)
+    for loss, entropy, kl in zip(column("train/loss_epoch"), column("train/teacher_entropy"), column("train/kl")):
+        assert kl == pytest.approx(loss - entropy, rel=1e-5, abs=1e-6)
+    assert len(column("train/koleo")) == 2
+
+
+def test_one_batch_an_epoch_gives_one_schedule_step_an_epoch():
+    """Two epochs of one batch: the LR schedule has two entries, DINO's cosine over 2 x 1 iterations."""
+    m = tiny_module(min_lr=0.0)
+    fit(m, 1, max_epochs=2)
+    assert list(m.lr_schedule) == pytest.approx(list(reference_cosine(5e-3 * 4 / 256, 0.0, 2, 1)), rel=1e-12)
+
+
+NONFINITE = (r"^DINO loss became NaN/inf \(epoch 0, by step {}\)\. With precision=16-mixed this is usually fp16 "
+             r"overflow: use precision=bf16-mixed or 32-true, or lower model\.optimizer\.lr\. With bf16-mixed on the "
+             r"CPU \(precision=auto-bf16 picks it on CPUs with native bf16\), crops so small that a strided "
+             r"convolution sees 1x1 maps \(16 px for ResNets\) can get non-finite gradients from oneDNN: use "
+             r"precision=32-true or larger crops\.$")
+
+
+@pytest.mark.parametrize("every, batches, step", [(1, 5, 1), (3, 5, 3), (10, 2, 2)])
+def test_a_nonfinite_loss_stops_at_the_first_check_and_before_the_epochs_checkpoint(every, batches, step, tmp_path):
+    """A NaN weight makes every loss NaN: the run stops at the first check (every ``every`` steps, and at the
+    epoch's last batch), with the whole message, and Lightning's epoch-end checkpoint of the broken model is
+    never written."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    m = tiny_module(nonfinite_check_every_n_steps=every)
+    with torch.no_grad():
+        next(m.student["backbone"].parameters()).fill_(float("nan"))
+    saver = ModelCheckpoint(dirpath=tmp_path, save_on_train_epoch_end=True, every_n_epochs=1)
+    with pytest.raises(NonFiniteLossError, match=NONFINITE.format(step)):
+        fit(m, batches, callbacks=[saver], enable_checkpointing=True)
+    assert not list(tmp_path.glob("*.ckpt"))
+
+
+def test_batches_the_model_cannot_use_are_refused_in_one_sentence():
+    """A batch of planned crops that were never rendered, and a batch with another number of crops, are each
+    one error naming the fix; a rendered batch that keeps its plan (``aug``) trains."""
+    m = tiny_module()
+    with pytest.raises(ValueError, match=r"^the batch holds planned crops that were never rendered: "
+                                         r"MultiCropAugmentation\(device=\.\.\.\) is rendered by FaceImageDataModule's "
+                                         r"batch-transfer hooks; with another data module, set batch\['crops'\] = "
+                                         r"transform\.batched\.render\(batch\) in its on_after_batch_transfer$"):
+        m.training_step({"aug": 0}, 0)
+    with pytest.raises(ValueError, match=r"^got 3 crops per image but the model expects 4 \(2 global \+ "
+                                         r"model\.local_crops_number\); make data\.train_transform\.local_crops_number "
+                                         r"match$"):
+        m.training_step({"crops": [torch.zeros(1, 3, 32, 32)] * 3}, 0)
+    from torch.utils.data import DataLoader
+
+    planned = [dict(item, aug=0) for item in crops_loader(1).dataset]
+    fit(tiny_module(), 0, loader=DataLoader(planned, batch_size=4))
+
+
+def test_an_endless_trainer_is_refused():
+    """DINO's schedules are per epoch: ``max_epochs=-1`` (Lightning's endless run) is one error."""
+    with pytest.raises(ValueError, match=r"^DINO schedules are per epoch: set trainer\.max_epochs \(>0\)$"):
+        fit(tiny_module(), 1, max_epochs=-1, max_steps=1)

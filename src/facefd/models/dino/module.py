@@ -156,8 +156,6 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
         if loaded is not None and loaded.center is not None and loaded.record.get("restored") == "all":
             self.criterion.center.copy_(loaded.center.reshape(self.criterion.center.shape))
         self.lr_schedule = self.wd_schedule = self.momentum_schedule = np.zeros(0)
-        self._epoch_loss_sum: torch.Tensor | float = 0.0
-        self._epoch_loss_count = 0
         self._nonfinite_steps: torch.Tensor | int = 0
         self._collapsed_epochs = 0
         self._collapse_kind: str | None = None
@@ -232,7 +230,6 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         # Reseed per epoch so stochastic layers (drop path) replay identically after a resume.
         torch.manual_seed((self._base_seed * 1_000_003 + self.current_epoch) % (2**63))
-        self._epoch_loss_sum, self._epoch_loss_count = 0.0, 0
         self._diagnostics_sum, self._diagnostics_count = 0.0, 0
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -252,8 +249,6 @@ class DINOModule(DataOnlyCheckpoints, pl.LightningModule):
         student_output, student_features = self.multicrop_forward(self.student, crops, return_features=True)
         loss = self.criterion(student_output, teacher_output, self.current_epoch)
         self._nonfinite_steps = self._nonfinite_steps + (~torch.isfinite(loss.detach())).int()
-        self._epoch_loss_sum = self._epoch_loss_sum + loss.detach()
-        self._epoch_loss_count += 1
         # train/loss stays the DINO loss (comparable with ln K and the collapse check); KoLeo is logged apart
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=crops[0].shape[0],
                  sync_dist=True)
