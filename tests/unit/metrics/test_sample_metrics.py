@@ -329,6 +329,18 @@ def _fd_to(mean: np.ndarray, cov: np.ndarray, b: np.ndarray) -> float:
     return float(((mean - b.mean(0)) ** 2).sum() + np.trace(cov + cb - 2 * scipy.linalg.sqrtm(cov @ cb).real))
 
 
+def _bootstrap_by_hand(r: np.ndarray, f: np.ndarray, n_boot: int, seed: int) -> list[float]:
+    """The bootstrap's FDs as documented: a torch Generator seeded ``seed`` draws, per resample, the generated
+    rows (``randint``) and then the real rows; each FD by scipy."""
+    g = torch.Generator().manual_seed(seed)
+    boots = []
+    for _ in range(n_boot):
+        fi = torch.randint(len(f), (len(f),), generator=g).numpy()
+        ri = torch.randint(len(r), (len(r),), generator=g).numpy()
+        boots.append(_fd_to(r[ri].mean(0), np.cov(r[ri], rowvar=False), f[fi]))
+    return boots
+
+
 def test_bootstrap_and_fd_infinity_equal_their_definitions_written_here(tmp_path):
     """The same draws (a torch Generator seeded as documented: ``randint`` for the generated then the real
     resample, ``randperm`` prefixes for FD∞'s subsets), FDs by scipy, numpy's percentiles and polyfit."""
@@ -338,12 +350,7 @@ def test_bootstrap_and_fd_infinity_equal_their_definitions_written_here(tmp_path
     stream(m, fake, False)
     r, f = m.features(True).double().numpy(), m.features(False).double().numpy()
     mean_r, cov_r = r.mean(0), np.cov(r, rowvar=False)
-    g = torch.Generator().manual_seed(3)
-    boots = []
-    for _ in range(40):
-        fi = torch.randint(80, (80,), generator=g).numpy()
-        ri = torch.randint(60, (60,), generator=g).numpy()
-        boots.append(_fd_to(r[ri].mean(0), np.cov(r[ri], rowvar=False), f[fi]))
+    boots = _bootstrap_by_hand(r, f, 40, 3)
     ci = m.compute_ci(n_boot=40, alpha=0.2, seed=3)
     assert ci == {"fd": pytest.approx(_fd_to(mean_r, cov_r, f), rel=1e-7), "low": pytest.approx(np.quantile(boots, 0.1), rel=1e-7),
                   "high": pytest.approx(np.quantile(boots, 0.9), rel=1e-7), "alpha": 0.2, "n_boot": 40, "n_fake_resampled": 80}
@@ -559,12 +566,7 @@ def test_the_extras_defaults_are_the_fields_protocols(tmp_path):
     values = [_fd_to(mean_r, cov_r, f[torch.randperm(13, generator=g)[:s].numpy()]) for s in sizes]
     out = small.compute_fd_infinity()
     assert out["sizes"] == sizes and out["values"] == pytest.approx(values, rel=1e-7)
-    g = torch.Generator().manual_seed(0)
-    boots = []
-    for _ in range(100):
-        fi = torch.randint(13, (13,), generator=g).numpy()
-        ri = torch.randint(40, (40,), generator=g).numpy()
-        boots.append(_fd_to(r[ri].mean(0), np.cov(r[ri], rowvar=False), f[fi]))
+    boots = _bootstrap_by_hand(r, f, 100, 0)
     ci = small.compute_ci()
     assert (ci["low"], ci["high"], ci["alpha"], ci["n_boot"]) == (
         pytest.approx(np.quantile(boots, 0.025), rel=1e-7), pytest.approx(np.quantile(boots, 0.975), rel=1e-7), 0.05, 100)
