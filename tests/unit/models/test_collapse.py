@@ -106,3 +106,29 @@ def test_thresholds_are_strict_and_the_messages_carry_the_numbers():
     text = message("dominant", 0.01, 0.05, 0.002, 64, 4)
     assert f"batch-mean entropy 0.050 nats (about {math.exp(0.05):.1f} prototypes in use) with KL 0.0020 for 4 " \
         "epochs" in text
+
+
+def test_the_module_averages_each_epoch_counts_runs_of_one_kind_and_says_the_numbers(caplog):
+    """Six epochs of two steps each (uniform, dominant x 3, healthy, uniform) with non-default thresholds and a
+    patience of 2: each epoch's diagnosis is the mean of its two steps, only the second and third epochs in a row
+    of one kind warn, and each warning is ``collapse.message`` with that epoch's means and run length [the means
+    and run lengths worked by hand]."""
+    from facefd.models.dino.collapse import CollapseThresholds, message
+
+    m = tiny_module(collapse_patience_epochs=2, collapse_tolerance=0.05, collapse_dominant_entropy=0.2,
+                    collapse_dominant_kl=0.02)
+    thresholds = CollapseThresholds(uniform_fraction=0.95, dominant_entropy=0.2, dominant_kl=0.02, patience_epochs=2)
+    ln_k = math.log(m.out_dim)
+    uniform, dominant, healthy = (0.96 * ln_k, ln_k, 0.004), (0.01, 0.15, 0.015), (1.0, 3.5, 0.5)
+    epochs = [(uniform, None), (dominant, None), (dominant, 2), (dominant, 3), (healthy, None), (uniform, None)]
+    for values, run in epochs:
+        m.on_train_epoch_start()
+        for sign in (-1, 1):  # two steps whose mean is ``values``
+            h, hb, kl = (v * (1 + sign * 0.002) for v in values)
+            m.criterion.last_entropies = (torch.tensor(h), torch.tensor(hb))
+            m._track_collapse(torch.tensor(h + kl), batch_size=4)
+        m.collapse_warning = None
+        m.on_train_epoch_end()
+        kind = diagnose(*values, m.out_dim, thresholds)
+        want = None if run is None else message(kind, *values, m.out_dim, run, thresholds)
+        assert m.collapse_warning == want, (values, run)

@@ -102,7 +102,9 @@ def test_nan_loss_stops_with_clear_message():
 
 def test_global_norm_clipping_is_refused():
     m = tiny_module()
-    with pytest.raises(ValueError, match="model.clip_grad"):
+    with pytest.raises(ValueError, match=r"^trainer\.gradient_clip_val clips the global norm; DINO clips each "
+                                         r"parameter separately\. Set model\.clip_grad instead and leave "
+                                         r"trainer\.gradient_clip_val unset\.$"):
         fit(m, 1, gradient_clip_val=1.0)
 
 
@@ -217,17 +219,24 @@ NONFINITE = (r"^DINO loss became NaN/inf \(epoch 0, by step {}\)\. With precisio
 @pytest.mark.parametrize("every, batches, step", [(1, 5, 1), (3, 5, 3), (10, 2, 2)])
 def test_a_nonfinite_loss_stops_at_the_first_check_and_before_the_epochs_checkpoint(every, batches, step, tmp_path):
     """A NaN weight makes every loss NaN: the run stops at the first check (every ``every`` steps, and at the
-    epoch's last batch), with the whole message, and Lightning's epoch-end checkpoint of the broken model is
-    never written."""
+    epoch's last batch), with the whole message; no epoch-end callback (a probe, an export) sees the broken
+    model, and Lightning's epoch-end checkpoint of it is never written."""
     from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class EpochEnds(pl.Callback):
+        def __init__(self):
+            self.seen = 0
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.seen += 1
 
     m = tiny_module(nonfinite_check_every_n_steps=every)
     with torch.no_grad():
         next(m.student["backbone"].parameters()).fill_(float("nan"))
-    saver = ModelCheckpoint(dirpath=tmp_path, save_on_train_epoch_end=True, every_n_epochs=1)
+    saver, ends = ModelCheckpoint(dirpath=tmp_path, save_on_train_epoch_end=True, every_n_epochs=1), EpochEnds()
     with pytest.raises(NonFiniteLossError, match=NONFINITE.format(step)):
-        fit(m, batches, callbacks=[saver], enable_checkpointing=True)
-    assert not list(tmp_path.glob("*.ckpt"))
+        fit(m, batches, callbacks=[ends, saver], enable_checkpointing=True)
+    assert not list(tmp_path.glob("*.ckpt")) and ends.seen == 0
 
 
 def test_batches_the_model_cannot_use_are_refused_in_one_sentence():
@@ -250,6 +259,8 @@ def test_batches_the_model_cannot_use_are_refused_in_one_sentence():
 
 
 def test_an_endless_trainer_is_refused():
-    """DINO's schedules are per epoch: ``max_epochs=-1`` (Lightning's endless run) is one error."""
+    """DINO's schedules are per epoch: ``max_epochs=-1`` (Lightning's endless run) is one error; ``max_epochs=0``
+    is Lightning's run that stops at once, and trains nothing."""
     with pytest.raises(ValueError, match=r"^DINO schedules are per epoch: set trainer\.max_epochs \(>0\)$"):
         fit(tiny_module(), 1, max_epochs=-1, max_steps=1)
+    assert fit(tiny_module(), 1, max_epochs=0).global_step == 0

@@ -225,3 +225,37 @@ def test_backbone_weights_from_the_command_line(tmp_path, sample_root):
         torch.testing.assert_close(run(IMAGES), net(IMAGES), rtol=1e-5, atol=1e-5)
     default = instantiate(compose_train(tmp_path, ["backbone.model_name=resnet18"], sample_root).model)
     assert default.hparams.start is None  # weights: null (with weights_key and restore set) is no start
+
+
+def test_restore_all_reads_torchs_new_weight_norm_names_and_refuses_in_one_sentence(main_dino_checkpoint, tmp_path):
+    """A head saved under torch's ``parametrizations`` weight norm (``original0`` = g, ``original1`` = v) loads
+    with ``restore=all``; an unknown ``restore``, a backbone-only file and a head of another shape are each one
+    sentence naming the file [the texts as documented; torch's own first error line for the missing key]."""
+    path, _, _, checkpoint = main_dino_checkpoint
+    renamed = {k.replace("last_layer.weight_g", "last_layer.parametrizations.weight.original0")
+                .replace("last_layer.weight_v", "last_layer.parametrizations.weight.original1"): v
+               for k, v in checkpoint["teacher"].items()}
+    new_names = tmp_path / "new_names.pth"
+    torch.save({**checkpoint, "teacher": renamed}, new_names)
+    head = module(weights=str(new_names), restore="all").student["head"].state_dict()
+    torch.testing.assert_close(head["last_layer.weight_g"], checkpoint["teacher"]["head.last_layer.weight_g"])
+    torch.testing.assert_close(head["last_layer.weight_v"], checkpoint["teacher"]["head.last_layer.weight_v"])
+
+    with pytest.raises(StartWeightsError, match=r"^backbone\.restore='head': choose backbone or all$"):
+        module(weights=str(path), restore="head")
+    backbone_only = tmp_path / "backbone.pth"
+    torch.save(torchvision_resnet(0).state_dict(), backbone_only)
+    with pytest.raises(StartWeightsError) as info:
+        module(weights=str(backbone_only), restore="all")
+    assert str(info.value) == (f"{backbone_only.resolve()}: backbone.restore=all needs a training checkpoint with a "
+                               "DINO head and centre (main_dino.py or facefd); this file has a backbone only")
+    narrow = {k: v for k, v in checkpoint["teacher"].items() if k != "head.mlp.4.bias"}  # a head without a key
+    other_shape = tmp_path / "other_shape.pth"
+    torch.save({**checkpoint, "teacher": narrow}, other_shape)
+    with pytest.raises(RuntimeError) as torch_error:
+        module().student["head"].load_state_dict({k[len("head."):]: v for k, v in narrow.items()
+                                                  if k.startswith("head.")}, strict=True)
+    with pytest.raises(StartWeightsError) as info:
+        module(weights=str(other_shape), restore="all")
+    assert str(info.value) == (f"{other_shape.resolve()}: its DINO head does not fit model.head "
+                               f"({str(torch_error.value).splitlines()[0][:300]})")
