@@ -109,7 +109,7 @@ def test_thresholds_are_strict_and_the_messages_carry_the_numbers():
 
 
 def test_the_module_averages_each_epoch_counts_runs_of_one_kind_and_says_the_numbers(caplog):
-    """Six epochs of two steps each (uniform, dominant x 3, healthy, uniform) with non-default thresholds and a
+    """Seven epochs of two steps each (uniform, dominant x 3, healthy, uniform x 2) with non-default thresholds and a
     patience of 2: each epoch's diagnosis is the mean of its two steps, only the second and third epochs in a row
     of one kind warn, and each warning is ``collapse.message`` with that epoch's means and run length [the means
     and run lengths worked by hand]."""
@@ -120,7 +120,8 @@ def test_the_module_averages_each_epoch_counts_runs_of_one_kind_and_says_the_num
     thresholds = CollapseThresholds(uniform_fraction=0.95, dominant_entropy=0.2, dominant_kl=0.02, patience_epochs=2)
     ln_k = math.log(m.out_dim)
     uniform, dominant, healthy = (0.96 * ln_k, ln_k, 0.004), (0.01, 0.15, 0.015), (1.0, 3.5, 0.5)
-    epochs = [(uniform, None), (dominant, None), (dominant, 2), (dominant, 3), (healthy, None), (uniform, None)]
+    epochs = [(uniform, None), (dominant, None), (dominant, 2), (dominant, 3), (healthy, None), (uniform, None),
+              (uniform, 2)]
     for values, run in epochs:
         m.on_train_epoch_start()
         for sign in (-1, 1):  # two steps whose mean is ``values``

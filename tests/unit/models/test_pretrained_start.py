@@ -249,6 +249,10 @@ def test_restore_all_reads_torchs_new_weight_norm_names_and_refuses_in_one_sente
         module(weights=str(backbone_only), restore="all")
     assert str(info.value) == (f"{backbone_only.resolve()}: backbone.restore=all needs a training checkpoint with a "
                                "DINO head and centre (main_dino.py or facefd); this file has a backbone only")
+    no_centre = tmp_path / "no_centre.pth"
+    torch.save({k: v for k, v in checkpoint.items() if k != "dino_loss"}, no_centre)
+    with pytest.raises(StartWeightsError, match="needs a training checkpoint with a DINO head and centre"):
+        module(weights=str(no_centre), restore="all")
     narrow = {k: v for k, v in checkpoint["teacher"].items() if k != "head.mlp.4.bias"}  # a head without a key
     other_shape = tmp_path / "other_shape.pth"
     torch.save({**checkpoint, "teacher": narrow}, other_shape)
