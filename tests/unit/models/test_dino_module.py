@@ -174,7 +174,8 @@ def test_the_logged_metrics_are_the_documented_ones_with_the_schedules_values(tm
     """Lightning's CSVLogger over 2 epochs of batches of 4, 4 and 2: the columns are the documented names; each
     step's LR, weight decay and teacher momentum equal DINO's cosine schedules written in this file, the
     teacher temperature its warm-up (``np.linspace`` per epoch); the epoch loss is the sample-weighted mean of
-    the step losses, and KL = loss - teacher entropy (both weighted alike) [the definitions, by hand]."""
+    the step losses, KoLeo's the weighted mean of each step's term (the optimizer's loss minus the DINO loss, over
+    0.1), and KL = loss - teacher entropy (both weighted alike) [the definitions, by hand]."""
     import csv
 
     from lightning.pytorch.loggers import CSVLogger
@@ -182,9 +183,17 @@ def test_the_logged_metrics_are_the_documented_ones_with_the_schedules_values(tm
 
     m = tiny_module(koleo_weight=0.1, momentum_teacher=0.9, warmup_teacher_temp=0.02, teacher_temp=0.04,
                     warmup_teacher_temp_epochs=2)
+    class Totals(pl.Callback):  # the loss the optimizer sees: DINO + 0.1 x KoLeo
+        def __init__(self):
+            self.values = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.values.append(float(outputs["loss"]))
+
+    totals = Totals()
     loader = DataLoader(crops_loader(3).dataset[:10], batch_size=4)
     trainer = fit(m, 0, max_epochs=2, loader=loader, logger=CSVLogger(tmp_path, name="", version=""),
-                  log_every_n_steps=1)
+                  log_every_n_steps=1, callbacks=[totals])
     with open(tmp_path / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert set(rows[0]) - {"epoch", "step"} == LOGGED
@@ -199,7 +208,9 @@ def test_the_logged_metrics_are_the_documented_ones_with_the_schedules_values(tm
         assert loss == pytest.approx(np.dot(steps[3 * epoch:3 * epoch + 3], sizes) / 10, rel=1e-6)
     for loss, entropy, kl in zip(column("train/loss_epoch"), column("train/teacher_entropy"), column("train/kl")):
         assert kl == pytest.approx(loss - entropy, rel=1e-5, abs=1e-6)
-    assert len(column("train/koleo")) == 2
+    koleo = (np.array(totals.values) - np.array(steps)) / 0.1  # each step's KoLeo term
+    for epoch, value in enumerate(column("train/koleo")):  # per epoch, weighted by the batch sizes too
+        assert value == pytest.approx(np.dot(koleo[3 * epoch:3 * epoch + 3], sizes) / 10, rel=1e-4)
 
 
 def test_one_batch_an_epoch_gives_one_schedule_step_an_epoch():
