@@ -224,3 +224,16 @@ def test_knn_accuracy_defaults_are_dinos_eval_knn():
     got = knn_attribute_accuracy(torch.from_numpy(bank), torch.from_numpy(labels), torch.from_numpy(queries),
                                  torch.from_numpy(truth))
     assert got.tolist() == pytest.approx(want.tolist())
+
+
+def test_search_mistakes_are_one_sentence_each():
+    """An unknown distance, feature widths that differ and a bank without a label row each are one error naming
+    the values [the documented texts]."""
+    from facefd.models.probe.knn import knn_search
+
+    with pytest.raises(ValueError, match=r"^distance must be one of \('cosine', 'l2'\), got 'dot'$"):
+        knn_search(torch.zeros(2, 3), torch.zeros(4, 3), 1, distance="dot")
+    with pytest.raises(ValueError, match=r"^query and gallery widths differ: 3 vs 5$"):
+        knn_search(torch.zeros(2, 3), torch.zeros(4, 5), 1)
+    with pytest.raises(ValueError, match=r"^4 bank features but 3 label rows$"):
+        knn_attribute_probabilities(torch.zeros(4, 3), torch.zeros(3, 2), torch.zeros(1, 3))

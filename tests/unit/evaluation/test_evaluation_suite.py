@@ -116,7 +116,7 @@ def test_faiss_backend_without_faiss_says_what_to_install(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "faiss", None)  # as if it were not installed
-    with pytest.raises(ImportError, match=r"neighbors.backend=faiss needs faiss: pip install faiss-cpu \(or faiss-gpu\)"):
+    with pytest.raises(ImportError, match=r"^neighbors\.backend=faiss needs faiss: pip install faiss-cpu \(or faiss-gpu\)$"):
         knn_search(torch.zeros(2, 3), torch.zeros(4, 3), k=1, backend="faiss")
 
 
