@@ -31,6 +31,38 @@ def test_knn_vote_equals_brute_force():
     np.testing.assert_allclose(got.numpy(), brute_force(bank, labels, queries, 7, 0.07), rtol=1e-5, atol=1e-6)
 
 
+def _on_circle(angles):
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+def test_knn_accuracy_votes_with_dino_defaults_and_the_given_temperature():
+    """DINO's ``eval_knn`` defaults (k=20, T=0.07), a given temperature, and a tie, against the brute-force
+    vote. The 20 nearest of a query on a circle are 10 positives and 10 negatives, the positives a little
+    nearer: the vote leans positive, and a 21st neighbour (negative) would tip it. Three neighbours, one
+    positive at cosine 1 and two negatives at 0.95, vote positive at T=0.07 (weight ratio e^(0.05/0.07) ~ 2.04)
+    and negative at T=0.5 (ratio 1.11). Two neighbours at the same cosine, one of each, vote exactly 0.5:
+    "absent"."""
+    query, yes = _on_circle(np.array([0.0])), np.ones((1, 1))
+    angles = np.concatenate([np.linspace(0.040, 0.049, 10), np.linspace(0.050, 0.060, 11), np.full(9, 1.5)])
+    labels = np.concatenate([np.ones(10), np.zeros(20)])[:, None]
+    t = torch.from_numpy
+    for k in (20, 21):  # the reference answers differ, so the default k is what decides
+        assert ((brute_force(_on_circle(angles), labels, query, k, 0.07) > 0.5) == yes).mean() == (k == 20)
+    got = knn_attribute_accuracy(t(_on_circle(angles)), t(labels), t(query), t(yes))
+    assert got.tolist() == [1.0]
+
+    near = _on_circle(np.array([0.0, np.arccos(0.95), -np.arccos(0.95)]))
+    three = np.array([[1.0], [0.0], [0.0]])
+    for temperature, expect in ((0.07, 1.0), (0.5, 0.0)):
+        assert float((brute_force(near, three, query, 3, temperature) > 0.5)[0, 0]) == expect
+        got = knn_attribute_accuracy(t(near), t(three), t(query), t(yes), k=3, temperature=temperature)
+        assert got.tolist() == [expect]
+
+    tie = _on_circle(np.array([0.3, -0.3]))
+    assert knn_attribute_accuracy(t(tie), t(np.array([[1.0], [0.0]])), t(query), t(np.zeros((1, 1))),
+                                  k=2).tolist() == [1.0]  # 0.5 is not "present"
+
+
 def test_probe_beats_chance_only_when_features_carry_the_attribute():
     rng = np.random.default_rng(1)
     labels = (rng.random((600, 2)) > 0.5).astype(np.float32)
@@ -188,11 +220,12 @@ def test_baseline_false_scores_no_initial_network(sample_root):
 
 def test_attribute_scores_and_majority_by_hand():
     """acc, balanced accuracy and AUROC per attribute, by hand on 8 queries x 3 attributes: threshold 0.5
-    exclusive (0.5 is "absent"), bacc = (TPR + TNR) / 2, AUROC = the Mann-Whitney statistic; an attribute with
-    one class only has NaN AUROC. The majority answer comes from the bank, per attribute."""
+    exclusive (0.5 is "absent"), bacc = (TPR + TNR) / 2 (a false positive in the first attribute), AUROC = the
+    Mann-Whitney statistic; an attribute with one class only has NaN AUROC. The majority answer comes from the
+    bank, per attribute."""
     from facefd.models.probe.knn import attribute_scores, majority_accuracy
 
-    probs = torch.tensor([[0.9, 0.5, 0.2, 0.6], [0.8, 0.6, 0.1, 0.4], [0.3, 0.4, 0.7, 0.9], [0.6, 0.5, 0.9, 0.7],
+    probs = torch.tensor([[0.9, 0.5, 0.2, 0.6], [0.8, 0.6, 0.1, 0.4], [0.65, 0.4, 0.7, 0.9], [0.6, 0.5, 0.9, 0.7],
                           [0.1, 0.7, 0.3, 0.2], [0.4, 0.2, 0.6, 0.8], [0.7, 0.9, 0.4, 0.3], [0.2, 0.5, 0.8, 0.6]])
     labels = torch.tensor([[1, 1, 0, 1], [1, 1, 0, 1], [0, 0, 0, 1], [1, 0, 0, 1], [0, 1, 0, 1], [1, 0, 0, 1],
                            [1, 1, 0, 1], [0, 1, 0, 1]])  # the last two attributes have one class only
