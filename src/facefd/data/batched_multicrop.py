@@ -198,6 +198,23 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], dim=1)).clamp(0, 1)
 
 
+def solarize(x: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] from 128/255 up inverted (``1 - x``), as PIL's ``ImageOps.solarize(img, 128)`` does to
+    8-bit pixels.
+
+    Args:
+        x: images with values in [0, 1], any shape.
+
+    Returns:
+        A new tensor of ``x``'s shape.
+
+    Example:
+        >>> (solarize(torch.tensor([127, 128]) / 255) * 255).round()
+        tensor([127., 127.])
+    """
+    return torch.where(x >= SOLARIZE_THRESHOLD, 1 - x, x)
+
+
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 JITTER_FACTORS = (BRIGHTNESS, CONTRAST, SATURATION, HUE)
 
@@ -387,6 +404,6 @@ class BatchedMultiCrop:
             x = color_jitter(x, p)
             x = apply_to_rows(x, p[:, GRAY] > 0, p, lambda v, q: rgb_to_gray(v).expand_as(v))
             x = apply_to_rows(x, p[:, SIGMA] > 0, p[:, SIGMA], lambda v, sigma, k=kernel: gaussian_blur(v, sigma, k))
-            x = apply_to_rows(x, p[:, SOLARIZE] > 0, p, lambda v, q: torch.where(v >= SOLARIZE_THRESHOLD, 1 - v, v))
+            x = apply_to_rows(x, p[:, SOLARIZE] > 0, p, lambda v, q: solarize(v))
             crops.extend(((x - mean) / std).view(last - first, b, 3, size, size).unbind(0))
         return list(crops)

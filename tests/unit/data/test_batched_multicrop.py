@@ -3,6 +3,7 @@ against torchvision's own draws), each op equals torchvision's functional op, cr
 (seed, epoch, index) whatever the worker count, and training runs and resumes exactly through Lightning."""
 import math
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
-from PIL import Image
+from PIL import Image, ImageOps
 from scipy import stats
 from torch.utils.data import DataLoader
 
@@ -327,6 +328,82 @@ def test_a_box_may_take_the_whole_width_or_height():
     assert bm.sample_crop_boxes(1, 1, 3, (1.0, 1.0), ratio=(1.0, 1.0)).tolist() == [[0, 0, 1, 1]] * 3
     one_pixel = bm.sample_crop_boxes(2, 2, 20, (0.25, 0.25), ratio=(1.0, 1.0))  # a 1x1 box fits and is drawn
     assert one_pixel[:, 2:].eq(1).all() and set(map(tuple, one_pixel[:, :2].tolist())) == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+@pytest.mark.parametrize("height,width", [(40, 32), (32, 40)])
+def test_a_box_of_the_full_width_or_height_slides_along_the_other_side(height, width):
+    """Scale 0.8 and ratio 1 on a 40x32 image make every try a 32x32 box: it fits (``<=``), so its offset
+    along the long side is drawn from all 9 positions, as torchvision's own draws are; rejecting it would leave
+    only the centred fallback."""
+    img = torch.zeros(3, height, width)
+    torch.manual_seed(0)
+    theirs = torch.tensor([T.RandomResizedCrop.get_params(img, [0.8, 0.8], [1.0, 1.0]) for _ in range(300)])
+    ours = bm.sample_crop_boxes(height, width, 300, (0.8, 0.8), ratio=(1.0, 1.0)).long()
+    long_side = 0 if height > width else 1
+    for boxes in (theirs, ours):
+        assert boxes[:, 2:].eq(32).all() and boxes[:, 1 - long_side].eq(0).all()
+        assert set(boxes[:, long_side].tolist()) == set(range(9))
+
+
+def test_solarize_inverts_from_128_as_pil_does():
+    """Every 8-bit value through ``solarize`` equals PIL's ``ImageOps.solarize(threshold=128)``, DINO's op:
+    128 and up inverted, 127 kept."""
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    pil = np.asarray(ImageOps.solarize(Image.fromarray(values, "L"), threshold=128))
+    ours = (bm.solarize(torch.from_numpy(values).float() / 255) * 255).round().to(torch.uint8).numpy()
+    np.testing.assert_array_equal(ours, pil)
+
+
+def test_render_with_roi_align_averages_like_avg_pool():
+    """``resample="roi_align"`` reaches the render: a 64x64 image cropped whole to the 32-pixel global and
+    16-pixel local crops, every other op off, is torch's 2x2 and 4x4 average pooling, normalised."""
+    aug = _aug(device="cpu", resample="roi_align")
+    img = (_images(1, size=64)[0] * 255).round().to(torch.uint8)
+    params = torch.zeros(4, bm.NUM_PARAMS)
+    params[:, :4] = torch.tensor([0.0, 0.0, 64.0, 64.0])
+    crops = aug.batched.render({"source": [img], "source_is_jpeg": [False], "aug": params[None].numpy()})
+    x = img.float()[None] / 255
+    for crop, pool in zip(crops, (2, 2, 4, 4)):
+        want = TF.normalize(F.avg_pool2d(x, pool)[0], [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        torch.testing.assert_close(crop[0], want, atol=1e-5, rtol=0)
+
+
+def test_a_planned_image_keeps_its_path_and_its_own_height(tmp_path):
+    """A wide PNG (20 x 60) is planned with its file name and with boxes inside its 20 rows: the height comes
+    from the pixels' first axis (PIL's size is width, height)."""
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.full((20, 60, 3), 90, np.uint8)).save(path)
+    aug = _aug(device="cpu")
+    for seed in range(5):
+        torch.manual_seed(seed)
+        item = aug.batched.plan(path)
+        assert item["path"] == str(path) and tuple(item["source"].shape) == (3, 20, 60)
+        top, left, h, w = item["aug"][:, :4].unbind(1)
+        assert (top + h <= 20).all() and (left + w <= 60).all() and (h >= 1).all()
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # PIL's own limit is set alongside
+def test_an_image_over_the_pixel_limit_is_named_before_decoding(tmp_path):
+    """The header's size against a 599-pixel limit: the error names the file, its size and the limit's setting."""
+    from facefd.data.images import ImageTooLargeError, max_image_pixels, set_max_image_pixels
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (30, 20)).save(path)
+    default = max_image_pixels()
+    try:
+        set_max_image_pixels(599)
+        with pytest.raises(ImageTooLargeError, match="^" + re.escape(f"{path}: 30x20 = 600 pixels is over the limit of 599 (raise it "
+                                                       "with max_image_pixels=N, or 0 for none)") + "$"):
+            bm.image_size(path)
+    finally:
+        set_max_image_pixels(default)
+    assert bm.image_size(path) == (20, 30, False)
+
+
+def test_an_unknown_resampler_is_named():
+    """The message lists the choices, as the constructor's does."""
+    with pytest.raises(ValueError, match=r"^resample must be one of \('bicubic', 'roi_align'\), got 'nearest'$"):
+        bm.crop_and_resize([torch.zeros(3, 8, 8)], _params_for_boxes([(0, 0, 8, 8)]), torch.tensor([0]), 4, "nearest")
 
 
 @pytest.mark.parametrize("sigma", [0.05, 0.1, 0.5, 0.9, 1.0, 2.0, 2.4])
