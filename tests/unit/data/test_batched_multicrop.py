@@ -297,6 +297,18 @@ def test_when_no_attempt_fits_the_fallback_is_torchvisions(height, width, scale)
     assert torch.equal(boxes, want.expand(6, 4))
 
 
+@pytest.mark.parametrize("ratio", [(3 / 4, 3 / 4), (4 / 3, 4 / 3)])
+def test_a_box_of_zero_width_or_height_never_fits(ratio):
+    """On a 1x1 image at scale (0.2, 0.33) a 3:4 try rounds to 0 x 1 pixels (width sqrt(0.75 t) < 0.5, height
+    sqrt(t / 0.75) >= 0.5), a 4:3 try to 1 x 0: neither fits, so every box is the fallback, as torchvision's
+    get_params (``0 < w``, ``0 < h``) gives."""
+    img = torch.zeros(3, 1, 1)
+    torch.manual_seed(0)
+    theirs = {T.RandomResizedCrop.get_params(img, [0.2, 0.33], list(ratio)) for _ in range(50)}
+    ours = bm.sample_crop_boxes(1, 1, 50, (0.2, 0.33), ratio=ratio)
+    assert theirs == {(0, 0, 1, 1)} and ours.tolist() == [[0.0, 0.0, 1.0, 1.0]] * 50
+
+
 def test_the_fallback_comes_after_torchvisions_ten_tries():
     """A box falls back only when all of RandomResizedCrop's 10 tries miss: its rate is ``q ** 10``, with ``q``
     one try's miss rate, estimated here with numpy from torchvision's rule for one try (area ~ U(scale), log
