@@ -229,7 +229,7 @@ def test_backbone_weights_from_the_command_line(tmp_path, sample_root):
 
 def test_restore_all_reads_torchs_new_weight_norm_names_and_refuses_in_one_sentence(main_dino_checkpoint, tmp_path):
     """A head saved under torch's ``parametrizations`` weight norm (``original0`` = g, ``original1`` = v) loads
-    with ``restore=all``; an unknown ``restore``, a backbone-only file and a head of another shape are each one
+    with ``restore=all``; an unknown ``restore``, a backbone-only file and a head missing a key are each one
     sentence naming the file [the texts as documented; torch's own first error line for the missing key]."""
     path, _, _, checkpoint = main_dino_checkpoint
     renamed = {k.replace("last_layer.weight_g", "last_layer.parametrizations.weight.original0")
@@ -253,13 +253,13 @@ def test_restore_all_reads_torchs_new_weight_norm_names_and_refuses_in_one_sente
     torch.save({k: v for k, v in checkpoint.items() if k != "dino_loss"}, no_centre)
     with pytest.raises(StartWeightsError, match="needs a training checkpoint with a DINO head and centre"):
         module(weights=str(no_centre), restore="all")
-    narrow = {k: v for k, v in checkpoint["teacher"].items() if k != "head.mlp.4.bias"}  # a head without a key
-    other_shape = tmp_path / "other_shape.pth"
-    torch.save({**checkpoint, "teacher": narrow}, other_shape)
+    missing = {k: v for k, v in checkpoint["teacher"].items() if k != "head.mlp.4.bias"}  # a head without a key
+    missing_key = tmp_path / "missing_key.pth"
+    torch.save({**checkpoint, "teacher": missing}, missing_key)
     with pytest.raises(RuntimeError) as torch_error:
-        module().student["head"].load_state_dict({k[len("head."):]: v for k, v in narrow.items()
+        module().student["head"].load_state_dict({k[len("head."):]: v for k, v in missing.items()
                                                   if k.startswith("head.")}, strict=True)
     with pytest.raises(StartWeightsError) as info:
-        module(weights=str(other_shape), restore="all")
-    assert str(info.value) == (f"{other_shape.resolve()}: its DINO head does not fit model.head "
+        module(weights=str(missing_key), restore="all")
+    assert str(info.value) == (f"{missing_key.resolve()}: its DINO head does not fit model.head "
                                f"({str(torch_error.value).splitlines()[0][:300]})")
